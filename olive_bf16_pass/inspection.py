@@ -1,0 +1,60 @@
+"""What a model holds and what ``convert`` would do to it, without writing anything."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import onnx
+
+from olive_bf16_pass import graph, model_io, selection
+from olive_bf16_pass.options import ConversionOptions
+
+
+def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
+    """A dict of figures plus ``text``, a human rendering of them."""
+    source = model_io.read_model(path)
+    model = source.model
+    by_dtype: Counter = Counter()
+    count: Counter = Counter()
+    external_files: Counter = Counter()
+    for tensor in model_io.iter_tensors(model):
+        name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
+        by_dtype[name] += selection._nbytes(tensor)
+        count[name] += 1
+        info = model_io.external_info(tensor)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and info.get("location") != Path(path).name:
+            external_files[info["location"]] += int(info.get("length", 0))
+    chosen, skipped = selection.select(model, ConversionOptions(min_elements=min_elements))
+    saved = sum(c.elements * 2 for c in chosen)
+    reasons = Counter(s.reason.split(" (")[0] if "node" in s.reason else s.reason for s in skipped)
+    info = {
+        "path": str(path),
+        "file_bytes": source.file_bytes,
+        "ir_version": model.ir_version,
+        "opset": graph.main_opset(model),
+        "opset_ok": (graph.main_opset(model) or graph.MIN_OPSET) >= graph.MIN_OPSET,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "nodes": sum(len(g.node) for g in model_io.iter_graphs(model.graph)),
+        "tensor_bytes_by_dtype": dict(by_dtype),
+        "tensor_count_by_dtype": dict(count),
+        "external_data_files": dict(external_files),
+        "would_convert": len(chosen),
+        "would_keep": len(skipped),
+        "bytes_saved": saved,
+        "keep_reasons": dict(reasons),
+    }
+    mb = 1 / 2**20
+    lines = [
+        f"{path}: {source.file_bytes * mb:,.1f} MB, IR {model.ir_version}, opset {info['opset']}"
+        + ("" if info["opset_ok"] else f" (below {graph.MIN_OPSET}: convert will refuse it)"),
+        f"producer: {info['producer'] or '-'}; {info['nodes']} nodes",
+        "tensors by dtype:",
+        *(f"  {k:<10} {count[k]:>5} tensors {v * mb:>12,.1f} MB" for k, v in by_dtype.most_common()),
+        "external data: "
+        + (", ".join(f"{k} ({v * mb:,.1f} MB)" for k, v in external_files.items()) if external_files else "none"),
+        f"convert would turn {len(chosen)} tensors to bfloat16, saving {saved * mb:,.1f} MB, and keep {len(skipped)}:",
+        *(f"  {n:>5}  {r}" for r, n in reasons.most_common(8)),
+    ]
+    info["text"] = "\n".join(lines)
+    return info

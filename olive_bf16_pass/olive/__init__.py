@@ -1,0 +1,1 @@
+"""Everything that imports Olive: the pass, its discovery, and the evaluators."""

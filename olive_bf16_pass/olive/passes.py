@@ -1,0 +1,109 @@
+"""OnnxFloatToBFloat16: Olive's view of the converter, a list of parameters and one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from olive.hardware.accelerator import AcceleratorSpec
+from olive.model import ONNXModelHandler
+from olive.model.utils import resolve_onnx_path
+from olive.passes import Pass
+from olive.passes.onnx.common import get_external_data_config
+from olive.passes.pass_config import BasePassConfig, PassConfigParam
+
+from olive_bf16_pass.convert import convert_file
+from olive_bf16_pass.options import ConversionOptions
+
+SOURCE_MODEL_ATTRIBUTE = "bf16_source_model_path"
+
+
+class OnnxFloatToBFloat16(Pass):
+    """Convert FP32 weights to BF16, each widened back to FP32 by a Cast so the model runs anywhere.
+
+    Streams tensors from the input model to the output, so memory stays near one chunk. Records
+    the source model's path in the output's ``model_attributes["bf16_source_model_path"]`` so
+    evaluators can compare against it.
+    """
+
+    @classmethod
+    def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
+        config = {
+            "rounding": PassConfigParam(
+                type_=str,
+                default_value="nearest_even",
+                description="'nearest_even' (round to nearest, ties to even) or 'truncate' (drop the low 16 bits).",
+            ),
+            "saturate": PassConfigParam(
+                type_=bool,
+                default_value=True,
+                description="Clamp finite values beyond BF16's range to +-max BF16 instead of Inf.",
+            ),
+            "min_elements": PassConfigParam(
+                type_=int, default_value=1024, description="Tensors with fewer elements stay float32."
+            ),
+            "op_block_list": PassConfigParam(
+                type_=list[str], default_value=None, description="Inputs of nodes of these op types stay float32."
+            ),
+            "node_block_list": PassConfigParam(
+                type_=list[str], default_value=None, description="Inputs of nodes with these names stay float32."
+            ),
+            "include_initializers": PassConfigParam(
+                type_=list[str], default_value=None, description="When set, only these tensors may convert."
+            ),
+            "exclude_initializers": PassConfigParam(
+                type_=list[str], default_value=None, description="These tensors stay float32."
+            ),
+            "convert_constants": PassConfigParam(
+                type_=bool, default_value=True, description="Convert large float32 values of Constant nodes too."
+            ),
+            "convert_graph_input_initializers": PassConfigParam(
+                type_=bool,
+                default_value=False,
+                description="Convert initializers that are also graph inputs; their input becomes bfloat16.",
+            ),
+            "cast_after_gather": PassConfigParam(
+                type_=bool,
+                default_value=True,
+                description="Keep Gather tables (embeddings) in BF16 at run time: widen the gathered rows only.",
+            ),
+            "inference_settings": PassConfigParam(
+                type_=Optional[dict[str, Any]],
+                default_value=None,
+                description=(
+                    "Inference settings (execution providers and their options) put on the output model; "
+                    "Olive 0.13 drops metric-level ones."
+                ),
+            ),
+        }
+        config.update(get_external_data_config())
+        return config
+
+    def _run_for_config(
+        self, model: ONNXModelHandler, config: type[BasePassConfig], output_model_path: str
+    ) -> ONNXModelHandler:
+        if not config.all_tensors_to_one_file:
+            raise ValueError("OnnxFloatToBFloat16 writes external data to one file; set all_tensors_to_one_file: true.")
+        source = Path(model.model_path)
+        output = Path(resolve_onnx_path(output_model_path, source.name))
+        report = convert_file(
+            source,
+            output,
+            ConversionOptions.from_dict(config.model_dump()),
+            save_as_external_data=config.save_as_external_data,
+            external_data_name=config.external_data_name,
+            size_threshold=config.size_threshold,
+        )
+        attributes = {
+            **(model.model_attributes or {}),
+            SOURCE_MODEL_ATTRIBUTE: str(source.resolve()),
+            "bf16_conversion": {"converted": len(report.converted), "size_ratio": round(report.ratio, 4)},
+        }
+        in_folder = len(report.destination) > 1
+        return ONNXModelHandler(
+            model_path=str(output.parent) if in_folder else str(output),
+            onnx_file_name=output.name if in_folder else None,
+            inference_settings=config.inference_settings or model.inference_settings,
+            use_ort_extensions=model.use_ort_extensions,
+            model_attributes=attributes,
+        )

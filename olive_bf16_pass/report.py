@@ -1,0 +1,100 @@
+"""The Report of one conversion: per-tensor figures, totals, JSON and a one-screen summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TensorRecord:
+    name: str  # the name consumers read (FP32, made by the Cast)
+    stored_name: str  # the BF16 tensor in the file
+    kind: str  # "initializer" or "constant"
+    shape: list[int]
+    bytes_before: int
+    bytes_after: int
+    widened: str  # "cast", "after_gather", or "cast+after_gather"
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    nan_count: int = 0
+    inf_count: int = 0
+    saturated_count: int = 0
+    overflow_count: int = 0
+
+
+@dataclass
+class SkippedRecord:
+    name: str
+    reason: str
+    bytes: int
+
+
+@dataclass
+class Report:
+    converted: list[TensorRecord] = field(default_factory=list)
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    weight_bytes_before: int = 0
+    weight_bytes_after: int = 0
+    file_bytes_before: int | None = None
+    file_bytes_after: int | None = None
+    seconds: float | None = None
+    source: str | None = None
+    destination: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """Output size over input size: files when written, else weight bytes."""
+        if self.file_bytes_before and self.file_bytes_after is not None:
+            return self.file_bytes_after / self.file_bytes_before
+        return self.weight_bytes_after / self.weight_bytes_before if self.weight_bytes_before else 1.0
+
+    @property
+    def worst(self) -> TensorRecord | None:
+        return max(self.converted, key=lambda r: r.max_rel_error, default=None)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def summary(self) -> str:
+        """One screen for people: counts, sizes, the worst error, and why tensors stayed FP32."""
+        mb = 1 / 2**20
+        lines = [f"converted {len(self.converted)} tensors to bfloat16, left {len(self.skipped)} as they were"]
+        if self.file_bytes_after is not None:
+            lines.append(
+                f"size: {self.file_bytes_before * mb:,.1f} MB -> {self.file_bytes_after * mb:,.1f} MB "
+                f"(ratio {self.ratio:.3f})"
+            )
+        else:
+            lines.append(
+                f"weights: {self.weight_bytes_before * mb:,.1f} MB -> {self.weight_bytes_after * mb:,.1f} MB "
+                f"(ratio {self.ratio:.3f})"
+            )
+        worst = self.worst
+        if worst is not None:
+            lines.append(
+                f"worst rounding error: {worst.max_rel_error:.3g} relative, {worst.max_abs_error:.3g} absolute "
+                f"({worst.name})"
+            )
+        specials = {
+            "NaN": sum(r.nan_count for r in self.converted),
+            "Inf": sum(r.inf_count for r in self.converted),
+            "saturated to +-max bf16": sum(r.saturated_count for r in self.converted),
+            "overflowed to Inf": sum(r.overflow_count for r in self.converted),
+        }
+        if any(specials.values()):
+            lines.append("special values: " + ", ".join(f"{n} {k}" for k, n in specials.items() if n))
+        reasons: dict[str, int] = {}
+        for s in self.skipped:
+            key = s.reason.split(" (")[0] if "node" in s.reason else s.reason
+            reasons[key] = reasons.get(key, 0) + 1
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
+            lines.append(f"  kept {n:>4}: {reason}")
+        if self.seconds is not None:
+            lines.append(f"time: {self.seconds:.2f} s")
+        return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""FP32 bit patterns to BF16 bit patterns, in numpy only.
+
+BF16 is the top half of a float32, so conversion is integer work on the bit pattern. The
+rounding is exact to ``ml_dtypes.bfloat16`` (round to nearest, ties to even) for every finite
+and infinite float32; NaNs are handled apart because the rounding formula would carry some
+NaN payloads into Inf. Arrays are processed in cache-sized chunks into a caller's buffer so
+that a 1 GB tensor never costs more than its BF16 output in extra memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+ROUNDINGS = ("nearest_even", "truncate")
+
+BF16_MAX_BITS = 0x7F7F  # 3.3895314e38, the largest finite bfloat16
+_EXP_MASK = np.uint32(0x7F800000)
+_CHUNK = 1 << 18  # elements per chunk: 1 MiB of float32 stays in L2
+
+
+@dataclass
+class RoundingStats:
+    """What rounding did to one tensor: the figures a report needs."""
+
+    elements: int = 0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    nan_count: int = 0
+    inf_count: int = 0  # Inf in the input, kept as Inf
+    saturated_count: int = 0  # finite inputs beyond BF16's range, clamped to +-max
+    overflow_count: int = 0  # finite inputs that became Inf (saturate=False)
+
+    def merge(self, other: RoundingStats) -> None:
+        self.elements += other.elements
+        self.max_abs_error = max(self.max_abs_error, other.max_abs_error)
+        self.max_rel_error = max(self.max_rel_error, other.max_rel_error)
+        self.nan_count += other.nan_count
+        self.inf_count += other.inf_count
+        self.saturated_count += other.saturated_count
+        self.overflow_count += other.overflow_count
+
+
+def _round_chunk(bits: np.ndarray, out: np.ndarray, rounding: str, saturate: bool, stats: RoundingStats | None):
+    """Round one chunk of float32 bits (uint32) into ``out`` (uint16)."""
+    if rounding == "nearest_even":
+        with np.errstate(invalid="ignore", over="ignore"):
+            out.view(ml_dtypes.bfloat16)[...] = bits.view(np.float32)  # NaN keeps its sign
+    else:
+        np.right_shift(bits, 16, out=out, casting="unsafe")
+        nan = (bits & 0x7FFFFFFF) > 0x7F800000
+        if nan.any():  # a payload only in the low half would become Inf: force the quiet bit
+            out[nan] |= 0x0040
+    special = None
+    if stats is not None:
+        special = (bits & _EXP_MASK) == _EXP_MASK
+        nan_count = int(((bits & 0x7FFFFFFF) > 0x7F800000).sum()) if special.any() else 0
+        stats.nan_count += nan_count
+        stats.inf_count += int(special.sum()) - nan_count
+    # a finite input rounded up into Inf: only nearest_even past BF16's max does that
+    overflow = (out & 0x7FFF) == 0x7F80
+    if overflow.any():
+        overflow &= (bits & 0x7FFFFFFF) != 0x7F800000
+        n = int(overflow.sum())
+        if n and saturate:
+            out[overflow] = (out[overflow] & 0x8000) | BF16_MAX_BITS
+            if stats is not None:
+                stats.saturated_count += n
+        elif stats is not None:
+            stats.overflow_count += n
+    if stats is not None:
+        _measure(bits, out, special, stats)
+
+
+def _measure(bits: np.ndarray, out: np.ndarray, special: np.ndarray, stats: RoundingStats) -> None:
+    """Max absolute and relative rounding error over the finite elements of one chunk."""
+    x = bits.view(np.float32)
+    back = (out.astype(np.uint32) << 16).view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        err = np.abs(x - back)
+    finite = ~special & np.isfinite(back)
+    if not finite.all():
+        x, err = x[finite], err[finite]
+    if err.size == 0:
+        return
+    stats.max_abs_error = max(stats.max_abs_error, float(err.max()))
+    nz = x != 0
+    if nz.any():
+        rel = err[nz] / np.abs(x[nz])
+        stats.max_rel_error = max(stats.max_rel_error, float(rel.max()))
+
+
+def float32_to_bfloat16_bits(
+    values: np.ndarray,
+    rounding: str = "nearest_even",
+    saturate: bool = True,
+    out: np.ndarray | None = None,
+    stats: RoundingStats | None = None,
+) -> np.ndarray:
+    """Return the BF16 bit patterns (uint16) of float32 ``values``, same shape.
+
+    ``rounding`` is ``"nearest_even"`` (default, matches ml_dtypes) or ``"truncate"`` (the
+    plain ``>> 16`` of AMD's seed script). With ``saturate`` a finite value beyond BF16's
+    range becomes +-max BF16 instead of Inf, so float32's minimum in attention masks stays
+    finite. ``stats``, when given, receives error and special-value counts.
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, not {rounding!r}")
+    src = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    bits = src.view(np.uint32)
+    if out is None:
+        out = np.empty(bits.shape, dtype=np.uint16)
+    flat_out = out.reshape(-1)
+    if flat_out.size != bits.size:
+        raise ValueError("out must have as many elements as values")
+    for start in range(0, bits.size, _CHUNK):
+        stop = min(start + _CHUNK, bits.size)
+        _round_chunk(bits[start:stop], flat_out[start:stop], rounding, saturate, stats)
+    if stats is not None:
+        stats.elements += bits.size
+    return flat_out.reshape(np.shape(values))
+
+
+def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Widen BF16 bit patterns (uint16) to float32: exact, a shift."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
