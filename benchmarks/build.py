@@ -78,13 +78,12 @@ def model_path(out: Path, folder: str) -> Path:
 
 
 def _spec(name: str) -> dict:
-    kind, cfg, folders = MODELS[name]
-    import onnx
-    import torch
+    from importlib.metadata import version  # not imports: the benchmark process stays small
 
+    kind, cfg, folders = MODELS[name]
     return {
         "build_version": BUILD_VERSION, "model": name, "kind": kind, "config": cfg, "seed": SEED, "seq": SEQ,
-        "torch": torch.__version__, "onnx": onnx.__version__, "folders": folders,
+        "torch": version("torch"), "transformers": version("transformers"), "onnx": version("onnx"), "folders": folders,
     }
 
 

@@ -2,10 +2,15 @@
 
 Peak RSS is the larger of two figures:
 
-* the kernel's own high-water mark, ``ru_maxrss`` from ``os.wait4`` on the child (the child's
-  VmHWM, and the largest of any descendants it waited for);
-* the largest sum of VmRSS over the child and all its live descendants, sampled from /proc every
-  ``interval`` seconds (catches helpers running side by side, which ``ru_maxrss`` does not sum).
+* the kernel's own high-water mark, ``ru_maxrss`` of the command (the largest of its process
+  and of any descendants it waited for), taken by a tiny spawner (GNU ``/usr/bin/time -f %M``,
+  else a bare ``python -S`` that forks, execs and ``wait4``s). The spawner matters: Linux carries
+  the RSS of the process that forked a child into the child's ``ru_maxrss`` across ``exec``, so a
+  command started straight from this (large) Python process would report at least this process's
+  size; started from a 2-10 MB spawner it reports its own peak;
+* the largest sum of VmRSS over the command and all its live descendants, sampled from /proc
+  every ``interval`` seconds (catches helpers running side by side, which ``ru_maxrss`` does not
+  sum).
 
 The poller also enforces a memory cap and a time limit: a run over either is killed (its whole
 process group) and reported as such, so that one tool cannot take the shared machine down.
@@ -89,16 +94,14 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def tree_rss(root: int, with_children: bool = True) -> int:
-    total = _rss(root)
-    if with_children:
-        kids = _children_map()
-        stack = list(kids.get(root, ()))
-        while stack:
-            pid = stack.pop()
-            total += _rss(pid)
-            stack.extend(kids.get(pid, ()))
-    return total
+def descendants(root: int) -> list[int]:
+    kids = _children_map()
+    out, stack = [], list(kids.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(kids.get(pid, ()))
+    return out
 
 
 def mem_available() -> int:
@@ -107,6 +110,49 @@ def mem_available() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+_SPAWNER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(ru.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+def _gnu_time() -> str | None:
+    path = "/usr/bin/time"
+    if not os.access(path, os.X_OK):
+        return None
+    try:
+        r = subprocess.run([path, "-f", "%M", "true"], capture_output=True, text=True, timeout=10)
+        return path if r.returncode == 0 and r.stderr.strip().isdigit() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+_TIME = _gnu_time()
+
+
+def spawner_command(cmd: list[str], maxrss_file: Path) -> list[str]:
+    if _TIME:
+        return [_TIME, "-q", "-f", "%M", "-o", str(maxrss_file), *cmd]
+    return [sys.executable, "-S", "-E", "-c", _SPAWNER, str(maxrss_file), *cmd]
+
+
+def _read_maxrss(path: Path) -> int:
+    try:
+        lines = [ln for ln in path.read_text().split() if ln.isdigit()]
+        return int(lines[-1]) * 1024 if lines else 0  # KiB
+    except OSError:
+        return 0
 
 
 def run_measured(
@@ -121,20 +167,25 @@ def run_measured(
 ) -> Measured:
     """Run ``cmd``, return its wall time and peak RSS measured from this (the parent) process."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    maxrss_file = log_path.with_suffix(".maxrss")
+    maxrss_file.unlink(missing_ok=True)
     peak_polled = 0
     killed = None
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-        status = rusage = None
+        proc = subprocess.Popen(spawner_command(cmd, maxrss_file), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=cwd, start_new_session=True)
+        status = None
         n = 0
+        pids: list[int] = []
         while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
-            # scanning /proc for descendants costs ~1 ms; do it every 5th sample
-            rss = tree_rss(proc.pid, with_children=(n % 5 == 0))
+            if n % 5 == 0:  # scanning /proc for the process tree costs ~1 ms: refresh it every 5th sample
+                pids = descendants(proc.pid)  # the command and its helpers, not the spawner
             n += 1
+            rss = sum(_rss(p) for p in pids)
             peak_polled = max(peak_polled, rss)
             elapsed = time.perf_counter() - t0
             if killed is None and mem_cap and rss > mem_cap:
@@ -146,12 +197,12 @@ def run_measured(
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                _, status, rusage = os.wait4(proc.pid, 0)
+                _, status, _ = os.wait4(proc.pid, 0)
                 break
             time.sleep(interval)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_wait4 = rusage.ru_maxrss * 1024  # Linux reports KiB
+    peak_wait4 = _read_maxrss(maxrss_file)  # the command's own, from the spawner (0 if it was killed)
     return Measured(
         rc=proc.returncode, wall_s=wall, peak_rss=max(peak_wait4, peak_polled), peak_rss_wait4=peak_wait4,
         peak_rss_polled=peak_polled, killed=killed, log=str(log_path),

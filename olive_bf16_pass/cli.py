@@ -1,24 +1,45 @@
 """olive-bf16: convert ONNX FP32 weights to BF16, inspect a model, or write Olive's package config.
 
 Exit codes: 0 success, 1 the model could not be converted (the message says why), 2 usage error.
-Errors are one line; --debug shows the traceback.
+Errors are one line; --debug shows the traceback. Nothing is left behind by a failed run: the
+output and its external data are written under temporary names beside OUT and renamed into
+place only when complete and checked.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from pathlib import Path
 
+from olive_bf16_pass import __version__
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_DESCRIPTION = """\
+Convert an ONNX model's FP32 weights to BF16, each widened back to FP32 by one Cast, so the
+model halves its weight bytes and still runs on any ONNX runtime (ONNX Runtime CPU included).
+
+commands:
+  convert IN OUT   write the BF16 model; prints a summary (tensors converted, sizes, ratio,
+                   worst rounding error); --report FILE.json writes the per-tensor report
+  inspect MODEL    dtypes and sizes, opset, external data, and what convert would do
+  package-config   Olive's package config with this plugin's pass OnnxFloatToBFloat16
+
+Run "olive-bf16 COMMAND --help" for a command's options.
+"""
 
 _EPILOG = """\
 exit codes:
   0  success
   1  the model could not be converted or read (the message says why; nothing is written)
   2  usage error (unknown option, missing argument)
+  130 interrupted (nothing is written)
+
+errors are one line; --debug shows the traceback.
 
 examples:
   olive-bf16 convert model.onnx model_bf16.onnx
@@ -29,21 +50,56 @@ examples:
 """
 
 
+_CONVERT_EPILOG = """\
+what stays FP32: tensors under --min-elements elements, inputs of --op-block/--node-block nodes,
+--exclude'd tensors, initializers that are graph inputs, graph outputs, and FP32-only inputs
+(Resize scales, quantization scales). --report FILE.json lists every tensor with the reason.
+
+refused (exit 1, nothing written): a missing, empty, truncated or non-ONNX input; external data
+that is missing, short, or outside the model's folder; opset below 13; sparse initializers; a
+model whose weights are all float16; OUT equal to IN (or to one of its data files) without
+--in-place. A model already in BF16 converts to itself (exit 0).
+
+examples:
+  olive-bf16 convert model.onnx model_bf16.onnx --report report.json
+  olive-bf16 convert big.onnx out/big_bf16.onnx --external-data
+  olive-bf16 convert model.onnx model.onnx --in-place --min-elements 4096 --exclude lm_head.weight
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="olive-bf16",
-        description="Convert an ONNX model's FP32 weights to BF16 (each widened by a Cast, so it runs anywhere).",
+        description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    p.add_argument("--version", action="version", version=f"olive-bf16 {__version__}")
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command works too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("convert", help="convert IN to OUT", formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = sub.add_parser(
+        "convert",
+        parents=[common],
+        help="convert IN to OUT",
+        description="Convert the FP32 model IN to OUT with BF16 weights. IN is never modified; OUT (and its\n"
+        "external data) appear only when complete and checked by onnx.checker.",
+        epilog=_CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("input", type=Path, metavar="IN", help="the FP32 .onnx model (its external data beside it)")
     c.add_argument("output", type=Path, metavar="OUT", help="where to write the BF16 model")
-    c.add_argument("--rounding", choices=("nearest_even", "truncate"), default="nearest_even")
-    c.add_argument("--no-saturate", dest="saturate", action="store_false", help="let out-of-range values become Inf")
+    c.add_argument(
+        "--rounding",
+        choices=("nearest_even", "truncate"),
+        default="nearest_even",
+        help="nearest_even (default, bit-exact with ml_dtypes) or truncate (drop the low 16 bits)",
+    )
+    c.add_argument(
+        "--no-saturate", dest="saturate", action="store_false", help="let finite values beyond BF16's range become Inf (default: +-max BF16)"
+    )
     c.add_argument("--min-elements", type=int, default=1024, metavar="N", help="smaller tensors stay FP32 (1024)")
     c.add_argument("--op-block", action="append", default=[], metavar="OP", help="op type whose inputs stay FP32")
     c.add_argument("--node-block", action="append", default=[], metavar="NAME", help="node whose inputs stay FP32")
@@ -51,19 +107,38 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--exclude", action="append", default=[], metavar="TENSOR", help="tensor that stays FP32")
     c.add_argument("--no-constants", dest="convert_constants", action="store_false", help="leave Constant nodes")
     c.add_argument("--graph-input-initializers", action="store_true", help="also convert overridable initializers")
-    c.add_argument("--no-cast-after-gather", dest="cast_after_gather", action="store_false")
+    c.add_argument(
+        "--no-cast-after-gather",
+        dest="cast_after_gather",
+        action="store_false",
+        help="widen embedding tables before their Gather instead of after it",
+    )
     c.add_argument("--external-data", action="store_true", help="write tensors to OUT.data beside OUT")
     c.add_argument("--external-data-name", metavar="FILE", help="name of the external data file")
     c.add_argument("--in-place", action="store_true", help="allow OUT to be IN (replaced atomically)")
     c.add_argument("--report", type=Path, metavar="FILE.json", help="write the per-tensor report as JSON")
-    c.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
-    i = sub.add_parser("inspect", help="show dtypes, sizes, opset and what convert would do")
+    i = sub.add_parser(
+        "inspect",
+        parents=[common],
+        help="show dtypes, sizes, opset and what convert would do",
+        description="Show what MODEL holds (dtypes and sizes, opset, external data files) and what convert\n"
+        "would do to it. Reads only the graph and tensor headers; writes nothing.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     i.add_argument("model", type=Path, metavar="MODEL")
-    i.add_argument("--min-elements", type=int, default=1024, metavar="N")
+    i.add_argument("--min-elements", type=int, default=1024, metavar="N", help="as for convert (1024)")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    k = sub.add_parser("package-config", help="write Olive's package config merged with this plugin's pass")
+    k = sub.add_parser(
+        "package-config",
+        parents=[common],
+        help="write Olive's package config merged with this plugin's pass",
+        description="Write Olive's default package config plus this plugin's pass, for\n"
+        "olive run --package-config FILE (Olive's own passes are never shadowed).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     k.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     return p
 
@@ -79,15 +154,40 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"convert": _convert, "inspect": _inspect, "package-config": _package_config}[args.command](args)
-    except (ConversionError, OSError, ValueError) as exc:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        message = str(exc) if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
-        print(f"olive-bf16: error: {message}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
         print("olive-bf16: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is one line unless --debug
+        if args.debug:
+            raise
+        print(f"olive-bf16: error: {_one_line(exc, ConversionError, args)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: Exception, conversion_error: type, args) -> str:
+    """The message of ``exc`` as one line, in the command's words."""
+    if isinstance(exc, conversion_error):
+        message = str(exc).replace("pass in_place=True", "pass --in-place")
+    elif isinstance(exc, OSError):
+        where = exc.filename
+        if getattr(args, "command", None) == "convert" and (
+            where is None or (Path(str(where)).name.startswith(".") and str(where).endswith(".tmp"))
+        ):
+            where = args.output  # the writer's temporary files are OUT as far as a person is concerned
+        reason = exc.strerror or str(exc)
+        message = f"{where}: {reason}" if where else reason
+        if exc.errno == errno.ENOSPC:
+            message += "; free some space (the output needs about half the input's size) and run again"
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            message += "; choose a folder you can write to"
+        message += "; nothing was written" if getattr(args, "command", None) == "convert" else ""
+    elif isinstance(exc, ValueError):
+        message = str(exc)
+    else:
+        message = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback, and report it)"
+    return " ".join(message.split())  # one line, whatever the message held
 
 
 def _options(args):
@@ -110,11 +210,13 @@ def _options(args):
 class _ProgressBar:
     """A one-line bar on stderr, shown only for models over about 100 MB."""
 
+    MIN_BYTES = 100 << 20
+
     def __init__(self, enabled: bool):
         self.enabled, self.last = enabled, -1
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total < 100 << 20:
+        if not self.enabled or total < self.MIN_BYTES:
             return
         pct = done * 100 // max(total, 1)
         if pct != self.last:
@@ -125,9 +227,33 @@ class _ProgressBar:
                 print(file=sys.stderr)
 
 
+def _stale_temps(output: Path) -> list[Path]:
+    """Temporary files of an earlier run into ``output`` that was killed (SIGKILL, power loss)."""
+    folder = output.parent if str(output.parent) else Path(".")
+    try:
+        return sorted(folder.glob(f".{output.name}.*.tmp"))
+    except OSError:
+        return []
+
+
 def _convert(args) -> int:
     from olive_bf16_pass.convert import convert_file
+    from olive_bf16_pass.errors import ConversionError
 
+    if args.report is not None and not (args.report.parent if str(args.report.parent) else Path(".")).is_dir():
+        raise ConversionError(f"{args.report}: the report's folder does not exist; nothing was converted.")
+
+    # Left by a killed run: not deleted here, since a conversion running now into the same
+    # output would own them too; a run that fails or is interrupted removes its own.
+    stale = _stale_temps(args.output)
+    if stale:
+        print(
+            f"olive-bf16: warning: {len(stale)} temporary file(s) of an interrupted run are beside the output: "
+            + ", ".join(p.name for p in stale[:3])
+            + ("" if len(stale) <= 3 else ", ...")
+            + "; delete them if no other conversion is running",
+            file=sys.stderr,
+        )
     report = convert_file(
         args.input,
         args.output,

@@ -26,6 +26,14 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
         if tensor.data_location == onnx.TensorProto.EXTERNAL and info.get("location") != Path(path).name:
             external_files[info["location"]] += int(info.get("length", 0))
     chosen, skipped = selection.select(model, ConversionOptions(min_elements=min_elements))
+    sparse = sum(len(g.sparse_initializer) for g in model_io.iter_graphs(model.graph))
+    refusals = []
+    if (graph.main_opset(model) or graph.MIN_OPSET) < graph.MIN_OPSET:
+        refusals.append(f"opset below {graph.MIN_OPSET}")
+    if sparse:
+        refusals.append(f"{sparse} sparse initializer(s)")
+    if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
+        refusals.append("float16 weights and no float32 ones")
     saved = sum(c.elements * 2 for c in chosen)
     reasons = Counter(s.reason.split(" (")[0] if "node" in s.reason else s.reason for s in skipped)
     info = {
@@ -43,18 +51,35 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
         "would_keep": len(skipped),
         "bytes_saved": saved,
         "keep_reasons": dict(reasons),
+        "sparse_initializers": sparse,
+        "convert_refuses": refusals,
     }
-    mb = 1 / 2**20
     lines = [
-        f"{path}: {source.file_bytes * mb:,.1f} MB, IR {model.ir_version}, opset {info['opset']}"
+        f"{path}: {_size(source.file_bytes)}, IR {model.ir_version}, opset {info['opset']}"
         + ("" if info["opset_ok"] else f" (below {graph.MIN_OPSET}: convert will refuse it)"),
         f"producer: {info['producer'] or '-'}; {info['nodes']} nodes",
         "tensors by dtype:",
-        *(f"  {k:<10} {count[k]:>5} tensors {v * mb:>12,.1f} MB" for k, v in by_dtype.most_common()),
+        *(f"  {k:<10} {count[k]:>5} tensors {_size(v):>12}" for k, v in by_dtype.most_common()),
         "external data: "
-        + (", ".join(f"{k} ({v * mb:,.1f} MB)" for k, v in external_files.items()) if external_files else "none"),
-        f"convert would turn {len(chosen)} tensors to bfloat16, saving {saved * mb:,.1f} MB, and keep {len(skipped)}:",
-        *(f"  {n:>5}  {r}" for r, n in reasons.most_common(8)),
+        + (", ".join(f"{k} ({_size(v)})" for k, v in external_files.items()) if external_files else "none"),
     ]
+    if refusals:
+        lines.append("convert will refuse this model: " + "; ".join(refusals))
+    else:
+        lines += [
+            f"convert would turn {len(chosen)} tensors to bfloat16, saving {_size(saved)}, "
+            f"and keep {len(skipped)}" + (":" if skipped else ""),
+            *(f"  {n:>5}  {r}" for r, n in reasons.most_common(8)),
+        ]
     info["text"] = "\n".join(lines)
     return info
+
+
+def _size(nbytes: int) -> str:
+    """Bytes for people: 512 B, 16.0 KB, 1.5 MB, 2.10 GB."""
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    for unit, scale in (("KB", 2**10), ("MB", 2**20), ("GB", 2**30)):
+        if nbytes < 1024 * scale or unit == "GB":
+            return f"{nbytes / scale:,.1f} {unit}" if unit != "GB" else f"{nbytes / scale:,.2f} GB"
+    return f"{nbytes} B"

@@ -386,12 +386,15 @@ def write_model(
     dst = Path(dst)
     folder = dst.parent if str(dst.parent) else Path(".")
     if not folder.is_dir():
+        if folder.exists():
+            raise ConversionError(f"{dst}: {folder} is not a folder. Choose an output path inside a folder.")
         raise ConversionError(f"{dst}: the folder {folder} does not exist. Create it first.")
     if dst.is_dir():
         raise ConversionError(f"{dst}: is a directory. Give an output file name ending in .onnx.")
     streamer = _Streamer(base_dir or Path("."), rounding, saturate, stats)
     streamer.progress = progress
     temps: list[tuple[Path, Path]] = []  # (temporary, final)
+    created: list[Path] = []  # every temporary, registered as soon as it exists
     try:
         streamed = [t for t in iter_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
         streamer.total = sum(_resolve_external(streamer.base_dir, t)[2] for t in streamed)
@@ -399,25 +402,37 @@ def write_model(
             logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
             external = ExternalDataSpec()
         if external is None:
-            temps.append((_write_single_file(model, dst, streamer), dst))
+            temps.append((_write_single_file(model, dst, streamer, created), dst))
         else:
-            temps.extend(_write_with_external_data(model, dst, external, streamer))
+            temps.extend(_write_with_external_data(model, dst, external, streamer, created))
         if check is not None:
-            check(_reread_for_check(temps))
-        for tmp, final in sorted(temps, key=lambda pair: pair[1].suffix == ".onnx"):  # data first
+            check(_reread_for_check(temps, dst))
+        if len(temps) > 1 and any(final.exists() for _, final in temps if final != dst) and dst.exists():
+            # an old model beside a data file about to be replaced would read the new bytes at its
+            # old offsets: remove it first, so an interruption leaves no model rather than a wrong one
+            dst.unlink()
+        for tmp, final in sorted(temps, key=lambda pair: pair[1] == dst):  # data first
             os.replace(tmp, final)
         return [final for _, final in temps]
     except BaseException:
-        for tmp, _ in temps:
+        for tmp in created:
             tmp.unlink(missing_ok=True)
         raise
     finally:
         streamer.close()
 
 
-def _temp_beside(dst: Path, suffix: str) -> tuple[object, Path]:
+def _temp_beside(dst: Path, suffix: str, created: list[Path]) -> tuple[object, Path]:
     fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=suffix + ".tmp", dir=dst.parent)
+    created.append(Path(name))
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets a plain file's mode
     return os.fdopen(fd, "wb"), Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _single_file_size(model: onnx.ModelProto, streamer: _Streamer) -> int:
@@ -437,7 +452,7 @@ def _tensors_not_streamed(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                 yield from attr.tensors
 
 
-def _write_single_file(model: onnx.ModelProto, dst: Path, streamer: _Streamer) -> Path:
+def _write_single_file(model: onnx.ModelProto, dst: Path, streamer: _Streamer, created: list[Path]) -> Path:
     """Stream a single-file model: model fields, graph fields, then initializers with raw_data."""
     for tensor in _tensors_not_streamed(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -463,7 +478,7 @@ def _write_single_file(model: onnx.ModelProto, dst: Path, streamer: _Streamer) -
     top = onnx.ModelProto()
     top.CopyFrom(model)
     top.ClearField("graph")
-    out, tmp = _temp_beside(dst, "")
+    out, tmp = _temp_beside(dst, "", created)
     with out:
         out.write(top.SerializeToString())
         out.write(_len_field(_MODEL_GRAPH, graph_len))
@@ -478,12 +493,14 @@ def _write_single_file(model: onnx.ModelProto, dst: Path, streamer: _Streamer) -
 
 
 def _write_with_external_data(
-    model: onnx.ModelProto, dst: Path, spec: ExternalDataSpec, streamer: _Streamer
+    model: onnx.ModelProto, dst: Path, spec: ExternalDataSpec, streamer: _Streamer, created: list[Path]
 ) -> list[tuple[Path, Path]]:
     name = spec.name or f"{dst.name}.data"
     if Path(name).name != name or name in ("", ".", ".."):
         raise ConversionError(f"external data name {name!r} must be a plain file name, without folders.")
-    data_out, data_tmp = _temp_beside(dst, ".data")
+    if name == dst.name:
+        raise ConversionError(f"external data name {name!r} is the model's own file name; choose another.")
+    data_out, data_tmp = _temp_beside(dst, ".data", created)
     offset = 0
     with data_out:
         for tensor in iter_tensors(model):
@@ -509,7 +526,7 @@ def _write_with_external_data(
             offset += length
         data_out.flush()
         os.fsync(data_out.fileno())
-    model_out, model_tmp = _temp_beside(dst, ".onnx")
+    model_out, model_tmp = _temp_beside(dst, ".onnx", created)
     with model_out:
         model_out.write(model.SerializeToString())
         model_out.flush()
@@ -517,9 +534,9 @@ def _write_with_external_data(
     return [(data_tmp, dst.parent / name), (model_tmp, dst)]
 
 
-def _reread_for_check(temps: list[tuple[Path, Path]]) -> onnx.ModelProto:
+def _reread_for_check(temps: list[tuple[Path, Path]], dst: Path) -> onnx.ModelProto:
     """Scan the written model back (headers only) so the check sees what landed on disk."""
-    model_tmp = next(tmp for tmp, final in temps if final.suffix == ".onnx" or len(temps) == 1)
+    model_tmp = next(tmp for tmp, final in temps if final == dst)
     with open(model_tmp, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         skeleton, _ = _scan_skeleton(buf, INLINE_LIMIT)
     model = onnx.ModelProto()
