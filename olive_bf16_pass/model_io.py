@@ -503,7 +503,10 @@ def _write_with_external_data(
     data_out, data_tmp = _temp_beside(dst, ".data", created)
     offset = 0
     with data_out:
-        for tensor in iter_tensors(model):
+        for tensor in _attribute_tensors(model):  # Constant values and the like stay in the .onnx
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                _inline_tensor(tensor, streamer)
+        for tensor in (t for g in iter_graphs(model.graph) for t in g.initializer):
             external = tensor.data_location == onnx.TensorProto.EXTERNAL
             if not external and (not tensor.HasField("raw_data") or len(tensor.raw_data) < spec.size_threshold):
                 continue
@@ -534,6 +537,16 @@ def _write_with_external_data(
     return [(data_tmp, dst.parent / name), (model_tmp, dst)]
 
 
+def _attribute_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    for graph in iter_graphs(model.graph):
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.TENSORS:
+                    yield from attr.tensors
+
+
 def _reread_for_check(temps: list[tuple[Path, Path]], dst: Path) -> onnx.ModelProto:
     """Scan the written model back (headers only) so the check sees what landed on disk."""
     model_tmp = next(tmp for tmp, final in temps if final == dst)
@@ -553,8 +566,10 @@ def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    # the main graph's inputs: a subgraph's inputs are its formal parameters (an If branch has
+    # none), so a subgraph's stripped tensor becomes an outer-scope input, which it may read
+    inputs = {v.name for v in copy.graph.input}
     for graph in iter_graphs(copy.graph):
-        inputs = {v.name for v in graph.input}
         kept = []
         for tensor in graph.initializer:
             stripped = tensor.data_location == onnx.TensorProto.EXTERNAL or (
@@ -563,7 +578,8 @@ def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
             if not stripped:
                 kept.append(tensor)
             elif tensor.name not in inputs:
-                graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+                inputs.add(tensor.name)
+                copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
         if len(kept) != len(graph.initializer):
             copies = [onnx.TensorProto() for _ in kept]
             for c, t in zip(copies, kept):

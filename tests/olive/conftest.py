@@ -6,8 +6,6 @@
   tokenizer so real tokenization feeds them.
 - ``naive_bf16``: the textbook BF16 form (BF16 initializer + Cast to float), made with
   ml_dtypes, so evaluator tests do not depend on the converter under test elsewhere.
-- ``tiny_hf_models``: save_pretrained folders of randomly initialised BERT / XLM-R models (2
-  layers, hidden 32) with the MiniLM tokenizer, for the end-to-end recipe tests.
 """
 
 from __future__ import annotations
@@ -161,32 +159,3 @@ def _onnx_handler(path: Path, source: Path | None, tokenizer: Path | None = None
 @pytest.fixture
 def onnx_handler():
     return _onnx_handler
-
-
-@pytest.fixture(scope="session")
-def tiny_hf_models(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
-    """Random 2-layer BERT, XLM-R and XLM-R sequence-classification folders (save_pretrained)."""
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
-    root = tmp_path_factory.mktemp("tiny_hf")
-    common = dict(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=514,
-    )
-    specs = {
-        "bert": (transformers.BertModel, transformers.BertConfig(**common)),
-        "xlmr": (transformers.XLMRobertaModel, transformers.XLMRobertaConfig(**common, type_vocab_size=1, pad_token_id=0)),
-        "xlmr_reranker": (
-            transformers.XLMRobertaForSequenceClassification,
-            transformers.XLMRobertaConfig(**common, type_vocab_size=1, pad_token_id=0, num_labels=1),
-        ),
-    }
-    out = {}
-    for name, (cls, config) in specs.items():
-        torch.manual_seed(0)
-        model = cls(config).eval()
-        model.save_pretrained(root / name)
-        tok.save_pretrained(root / name)
-        out[name] = root / name
-    return out

@@ -1,0 +1,69 @@
+"""OnnxFloatToBFloat16 through Olive's own machinery, as Olive tests its passes."""
+
+import numpy as np
+import onnx
+import pytest
+from olive.model import ONNXModelHandler
+from olive.passes.olive_pass import create_pass_from_dict
+
+from helpers import embedding_mlp, run, save
+from olive_bf16_pass.olive.passes import SOURCE_MODEL_ATTRIBUTE, OnnxFloatToBFloat16
+
+IDS = np.array([[3, 1, 4, 1]], np.int64)
+
+
+def _run_pass(tmp_path, config, external_source=False):
+    src = save(embedding_mlp(vocab=256, hidden=64), tmp_path / "model.onnx", external=external_source)
+    handler = ONNXModelHandler(model_path=str(tmp_path) if external_source else str(src),
+                               onnx_file_name="model.onnx" if external_source else None)
+    p = create_pass_from_dict(OnnxFloatToBFloat16, config, disable_search=True)
+    return src, p.run(handler, str(tmp_path / "out"))
+
+
+def test_pass_converts_and_records_its_source(tmp_path):
+    settings = {"execution_provider": ["CPUExecutionProvider"], "provider_options": [{}]}
+    src, out = _run_pass(tmp_path, {"inference_settings": settings})
+    assert isinstance(out, ONNXModelHandler)
+    assert out.model_attributes[SOURCE_MODEL_ATTRIBUTE] == str(src.resolve())
+    assert out.model_attributes["bf16_conversion"]["converted"] == 3
+    assert out.inference_settings == settings
+    model = out.load_model()
+    assert {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.BFLOAT16} == {
+        "E_bf16", "W1_bf16", "W2_bf16"
+    }
+    onnx.checker.check_model(out.model_path, full_check=True)
+    np.testing.assert_allclose(run(out.model_path, {"ids": IDS})[0], run(src, {"ids": IDS})[0], atol=0.05)
+
+
+def test_pass_parameters_reach_the_converter(tmp_path):
+    _, out = _run_pass(
+        tmp_path,
+        {"min_elements": 16, "exclude_initializers": ["W2"], "rounding": "truncate", "cast_after_gather": False},
+    )
+    model = out.load_model()
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    assert types["W2"] == onnx.TensorProto.FLOAT and types["b1_bf16"] == onnx.TensorProto.BFLOAT16
+    gather = next(n for n in model.graph.node if n.op_type == "Gather")
+    assert gather.input[0] == "E"  # widened before the Gather, as asked
+    w1 = onnx.numpy_helper.to_array(embedding_mlp(vocab=256, hidden=64).graph.initializer[1])
+    stored = np.frombuffer(next(t for t in model.graph.initializer if t.name == "W1_bf16").raw_data, np.uint16)
+    np.testing.assert_array_equal(stored, w1.ravel().view(np.uint32) >> 16)  # truncation
+
+
+def test_pass_writes_external_data_when_asked(tmp_path):
+    _, out = _run_pass(tmp_path, {"save_as_external_data": True, "external_data_name": "weights.bin"},
+                       external_source=True)
+    assert (tmp_path / "out" / "weights.bin").exists()
+    assert out.model_path.endswith("model.onnx")
+    np.testing.assert_allclose(run(out.model_path, {"ids": IDS})[0], run(tmp_path / "model.onnx", {"ids": IDS})[0],
+                               atol=0.05)
+
+
+def test_pass_rejects_one_file_per_tensor_clearly(tmp_path):
+    with pytest.raises(ValueError, match="all_tensors_to_one_file"):
+        _run_pass(tmp_path, {"save_as_external_data": True, "all_tensors_to_one_file": False})
+
+
+def test_bad_option_values_are_refused_by_the_options(tmp_path):
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        _run_pass(tmp_path, {"rounding": "stochastic"})
