@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import glob
 import json
 import logging
 import sys
@@ -98,7 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         help="nearest_even (default, bit-exact with ml_dtypes) or truncate (drop the low 16 bits)",
     )
     c.add_argument(
-        "--no-saturate", dest="saturate", action="store_false", help="let finite values beyond BF16's range become Inf (default: +-max BF16)"
+        "--no-saturate",
+        dest="saturate",
+        action="store_false",
+        help="let finite values beyond BF16's range become Inf (default: +-max BF16)",
     )
     c.add_argument("--min-elements", type=int, default=1024, metavar="N", help="smaller tensors stay FP32 (1024)")
     c.add_argument("--op-block", action="append", default=[], metavar="OP", help="op type whose inputs stay FP32")
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("olive-bf16: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - every failure is one line unless --debug
+    except Exception as exc:
         if args.debug:
             raise
         print(f"olive-bf16: error: {_one_line(exc, ConversionError, args)}", file=sys.stderr)
@@ -231,7 +235,7 @@ def _stale_temps(output: Path) -> list[Path]:
     """Temporary files of an earlier run into ``output`` that was killed (SIGKILL, power loss)."""
     folder = output.parent if str(output.parent) else Path(".")
     try:
-        return sorted(folder.glob(f".{output.name}.*.tmp"))
+        return sorted(folder.glob(f".{glob.escape(output.name)}.*.tmp"))
     except OSError:
         return []
 
@@ -264,7 +268,13 @@ def _convert(args) -> int:
         progress=_ProgressBar(not args.quiet and sys.stderr.isatty()),
     )
     if args.report:
-        report.write_json(args.report)
+        try:
+            report.write_json(args.report)
+        except OSError as exc:
+            raise ConversionError(
+                f"{args.report}: cannot write the report ({exc.strerror or exc}); the model itself was written to "
+                + ", ".join(report.destination)
+            ) from exc
     if not args.quiet:
         print(report.summary())
         print("wrote " + ", ".join(report.destination))

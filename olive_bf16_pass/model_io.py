@@ -15,6 +15,7 @@ import mmap
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,8 +288,10 @@ class _Streamer:
     def __init__(self, base_dir: Path, rounding: str, saturate: bool, stats: dict[str, RoundingStats]):
         self.base_dir, self.rounding, self.saturate, self.stats = base_dir, rounding, saturate, stats
         self._files: dict[Path, object] = {}
-        self._in = bytearray(_CHUNK_BYTES)
-        self._out = np.empty(_CHUNK_BYTES // 4, dtype=np.uint16)
+        # two sets of buffers: one is converted while the other's bytes are being written
+        self._in = [bytearray(_CHUNK_BYTES), bytearray(_CHUNK_BYTES)]
+        self._out = [np.empty(_CHUNK_BYTES // 4, dtype=np.uint16) for _ in range(2)]
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="olive-bf16-write")
         self.done = 0
         self.total = 0
         self.progress: Progress | None = None
@@ -305,25 +308,34 @@ class _Streamer:
         if src is None:
             src = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed in close()
         src.seek(offset)
-        view = memoryview(self._in)
-        remaining, written = length, 0
-        while remaining:
-            n = _read_exact(src, view[: min(remaining, _CHUNK_BYTES)], tensor.name)
-            if convert:
-                values = np.frombuffer(self._in, dtype=np.float32, count=n // 4)
-                bits = float32_to_bfloat16_bits(values, self.rounding, self.saturate, self._out[: n // 4], stats)
-                out.write(bits.data)
-                written += n // 2
-            else:
-                out.write(view[:n])
-                written += n
-            remaining -= n
-            self.done += n
-            if self.progress:
-                self.progress(self.done, self.total)
+        remaining, written, slot, pending = length, 0, 0, None
+        try:
+            while remaining:
+                view = memoryview(self._in[slot])
+                n = _read_exact(src, view[: min(remaining, _CHUNK_BYTES)], tensor.name)
+                if convert:
+                    values = np.frombuffer(self._in[slot], dtype=np.float32, count=n // 4)
+                    out_buf = self._out[slot][: n // 4]
+                    payload = float32_to_bfloat16_bits(values, self.rounding, self.saturate, out_buf, stats).data
+                    written += n // 2
+                else:
+                    payload = view[:n]
+                    written += n
+                if pending is not None:
+                    pending.result()  # the other slot's bytes are out: it may be reused next
+                pending = self._writer.submit(out.write, payload)
+                slot ^= 1
+                remaining -= n
+                self.done += n
+                if self.progress:
+                    self.progress(self.done, self.total)
+        finally:
+            if pending is not None:
+                pending.result()
         return written
 
     def close(self):
+        self._writer.shutdown()
         for f in self._files.values():
             f.close()
 

@@ -27,7 +27,10 @@ def matmul_model(n: int = 64, opset: int = 17, dtype=np.float32, seed: int = 0, 
     b = rng.standard_normal(n).astype(dtype)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Add", ["h", "b"], ["y"], name="add")],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+            helper.make_node("Add", ["h", "b"], ["y"], name="add"),
+        ],
         "g",
         [helper.make_tensor_value_info("x", elem, [1, n])],
         [helper.make_tensor_value_info("y", elem, [1, n])],

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from _fuzz_models import big_model, matmul_model, run_session, save_with_external_data, sha256, temp_leftovers
+
 from olive_bf16_pass import convert as convert_module
 from olive_bf16_pass import model_io
 from olive_bf16_pass.cli import main
@@ -220,3 +220,20 @@ def test_renames_come_after_complete_files(tmp_path, monkeypatch):
     convert_file(src, dst, ConversionOptions(min_elements=1), save_as_external_data=True)
     assert [s[1] for s in seen] == ["b.onnx.data", "b.onnx"]
     assert seen[0][2] == (dst.parent / "b.onnx.data").stat().st_size >= 128 * 128 * 2
+
+
+def test_interrupt_mid_write_removes_the_temporaries(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt) runs the cleanup that SIGKILL cannot: no temporaries, exit 130."""
+    src = tmp_path / "m.onnx"
+    onnx.save(matmul_model(n=128), str(src))
+    real_copy = model_io._Streamer.copy
+
+    def copy(self, tensor, out):
+        real_copy(self, tensor, out)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_io._Streamer, "copy", copy)
+    for extra in ([], ["--external-data"]):
+        assert main(["convert", str(src), str(tmp_path / "out.onnx"), *extra]) == 130
+        assert "interrupted; nothing was written" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

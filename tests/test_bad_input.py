@@ -21,10 +21,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from _fuzz_models import (
-    make_model,
     matmul_model,
     run_session,
     save_with_external_data,
@@ -33,6 +30,8 @@ from _fuzz_models import (
     temp_leftovers,
     with_external_reference,
 )
+from onnx import TensorProto, helper, numpy_helper
+
 from olive_bf16_pass import model_io
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.errors import ConversionError
@@ -103,7 +102,9 @@ def test_empty_input(capsys, work):
 )
 def test_not_onnx(capsys, work, content):
     (work / "junk.onnx").write_bytes(content)
-    expect_error(capsys, ["convert", work / "junk.onnx", work / "out.onnx"], contains="not a valid ONNX", folders=[work])
+    expect_error(
+        capsys, ["convert", work / "junk.onnx", work / "out.onnx"], contains="not a valid ONNX", folders=[work]
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.02, 0.3, 0.5, 0.99])
@@ -140,10 +141,10 @@ def test_external_data_shorter_than_offsets(capsys, work, declared):
 
 def test_external_data_offset_past_the_end(capsys, work):
     np.ones(64 * 64, np.float32).tofile(work / "weights.bin")
-    onnx.save(with_external_reference(matmul_model(), "W", "weights.bin", offset=4096, length=16384), str(work / "m.onnx"))
-    expect_error(
-        capsys, ["convert", work / "m.onnx", work / "out.onnx"], contains="truncated", folders=[work]
+    onnx.save(
+        with_external_reference(matmul_model(), "W", "weights.bin", offset=4096, length=16384), str(work / "m.onnx")
     )
+    expect_error(capsys, ["convert", work / "m.onnx", work / "out.onnx"], contains="truncated", folders=[work])
 
 
 @pytest.fixture
@@ -208,7 +209,9 @@ def test_output_equal_to_input_is_refused(capsys, work, fp32):
     line = expect_error(capsys, ["convert", fp32, fp32], contains="the output is the input", folders=[work])
     assert "--in-place" in line
     # the same file through another spelling
-    expect_error(capsys, ["convert", fp32, work / "." / "model.onnx"], contains="the output is the input", folders=[work])
+    expect_error(
+        capsys, ["convert", fp32, work / "." / "model.onnx"], contains="the output is the input", folders=[work]
+    )
     (work / "hard.onnx").hardlink_to(fp32)
     expect_error(capsys, ["convert", fp32, work / "hard.onnx"], contains="the output is the input", folders=[work])
 
@@ -282,7 +285,10 @@ def test_output_is_a_directory(capsys, work, fp32):
 
 def test_report_folder_missing_writes_nothing(capsys, work, fp32):
     expect_error(
-        capsys, ["convert", fp32, work / "out.onnx", "--report", work / "no" / "r.json"], contains="report", folders=[work]
+        capsys,
+        ["convert", fp32, work / "out.onnx", "--report", work / "no" / "r.json"],
+        contains="report",
+        folders=[work],
     )
 
 
@@ -305,7 +311,9 @@ def small_mount(tmp_path):
     mnt.mkdir()
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip("mounting needs root on Linux")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=False, capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -317,7 +325,10 @@ def small_mount(tmp_path):
 def test_read_only_filesystem(capsys, work, fp32, small_mount):
     subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
     line = expect_error(
-        capsys, ["convert", fp32, small_mount / "out.onnx"], contains="Read-only file system", folders=[work, small_mount]
+        capsys,
+        ["convert", fp32, small_mount / "out.onnx"],
+        contains="Read-only file system",
+        folders=[work, small_mount],
     )
     assert ".tmp" not in line
 
@@ -328,7 +339,10 @@ def test_real_full_disk(capsys, work, small_mount):
     onnx.save(matmul_model(n=512), str(src))  # 1 MB of FP32, 512 KB of BF16
     for extra in ([], ["--external-data"]):
         line = expect_error(
-            capsys, ["convert", src, small_mount / "out.onnx", *extra], contains="No space left", folders=[work, small_mount]
+            capsys,
+            ["convert", src, small_mount / "out.onnx", *extra],
+            contains="No space left",
+            folders=[work, small_mount],
         )
         assert "out.onnx" in line and "nothing was written" in line
     assert list(small_mount.iterdir()) == []
@@ -371,7 +385,9 @@ def test_full_disk_simulated(capsys, work, fp32, tmp_path, monkeypatch, room, ex
 
     monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
     argv = ["convert", fp32, out / "b.onnx", *(["--external-data"] if external else [])]
-    line = expect_error(capsys, argv, contains=["No space left on device", "b.onnx", "nothing was written"], folders=[work, out])
+    line = expect_error(
+        capsys, argv, contains=["No space left on device", "b.onnx", "nothing was written"], folders=[work, out]
+    )
     assert state["calls"] >= 1
     assert list(out.iterdir()) == []
     assert line.count("olive-bf16") == 1
@@ -381,8 +397,15 @@ def test_full_disk_keeps_an_existing_output(capsys, work, fp32, monkeypatch):
     """A failed run over an existing OUT leaves the old OUT as it was."""
     expect_ok(capsys, ["convert", fp32, work / "out.onnx", "-q"])
     real = model_io._temp_beside
-    monkeypatch.setattr(model_io, "_temp_beside", lambda *a: (lambda fp: (_FillsUp(fp[0], 5000), fp[1]))(real(*a)))
-    expect_error(capsys, ["convert", fp32, work / "out.onnx", "--min-elements", "1"], contains="No space", folders=[work])
+
+    def temp_beside(*args):
+        f, path = real(*args)
+        return _FillsUp(f, 5000), path
+
+    monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
+    expect_error(
+        capsys, ["convert", fp32, work / "out.onnx", "--min-elements", "1"], contains="No space", folders=[work]
+    )
 
 
 # --- models the conversion refuses or passes through -------------------------------------------
@@ -403,7 +426,9 @@ def test_sparse_initializers(capsys, work):
     model.graph.node.append(helper.make_node("Add", ["y", "S"], ["z"]))
     model.graph.output[0].name = "z"
     onnx.save(model, str(work / "sparse.onnx"))
-    expect_error(capsys, ["convert", work / "sparse.onnx", work / "out.onnx"], contains="sparse initializers", folders=[work])
+    expect_error(
+        capsys, ["convert", work / "sparse.onnx", work / "out.onnx"], contains="sparse initializers", folders=[work]
+    )
 
 
 def test_float16_only_model(capsys, work):
@@ -430,7 +455,10 @@ def test_bf16_model_with_external_data_converts_to_itself(capsys, work):
     expect_ok(capsys, ["convert", work / "m.onnx", work / "a.onnx", "--external-data", "-q"])
     expect_ok(capsys, ["convert", work / "a.onnx", work / "b.onnx", "--external-data", "-q"])
     assert sha256(work / "a.onnx.data") == sha256(work / "b.onnx.data")
-    a, b = onnx.load(str(work / "a.onnx"), load_external_data=False), onnx.load(str(work / "b.onnx"), load_external_data=False)
+    a, b = (
+        onnx.load(str(work / "a.onnx"), load_external_data=False),
+        onnx.load(str(work / "b.onnx"), load_external_data=False),
+    )
     for ta, tb in zip(a.graph.initializer, b.graph.initializer):
         ta_info = {e.key: e.value for e in ta.external_data if e.key != "location"}
         tb_info = {e.key: e.value for e in tb.external_data if e.key != "location"}
@@ -463,7 +491,9 @@ def test_nan_and_inf_are_converted_faithfully_and_counted(capsys, work, saturate
     w.view(np.uint32)[0, 5] = 0xFFC00001  # a negative NaN with a payload
     onnx.save(matmul_model(weight=w), str(work / "special.onnx"))
     flags = [] if saturate else ["--no-saturate"]
-    out = expect_ok(capsys, ["convert", work / "special.onnx", work / "out.onnx", "--report", work / "r.json", *flags]).out
+    out = expect_ok(
+        capsys, ["convert", work / "special.onnx", work / "out.onnx", "--report", work / "r.json", *flags]
+    ).out
     (record,) = json.loads((work / "r.json").read_text())["converted"]
     assert record["nan_count"] == 2 and record["inf_count"] == 2
     assert (record["saturated_count"], record["overflow_count"]) == ((2, 0) if saturate else (0, 2))
@@ -496,20 +526,32 @@ def test_unexpected_errors_are_one_line_too(capsys, work, fp32, monkeypatch):
         raise RuntimeError("something broke\nacross lines")
 
     monkeypatch.setattr("olive_bf16_pass.convert.convert_file", boom)
-    line = expect_error(capsys, ["convert", fp32, work / "out.onnx"], contains=["RuntimeError", "--debug"], folders=[work])
+    line = expect_error(
+        capsys, ["convert", fp32, work / "out.onnx"], contains=["RuntimeError", "--debug"], folders=[work]
+    )
     assert "across lines" in line
 
 
 def test_real_process_one_line_and_exit_codes(work):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = [sys.executable, "-m", "olive_bf16_pass"]
-    plain = subprocess.run([*run, "convert", str(work / "nope.onnx"), str(work / "o.onnx")], capture_output=True, text=True, env=env)
+    plain = subprocess.run(
+        [*run, "convert", str(work / "nope.onnx"), str(work / "o.onnx")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert plain.returncode == 1 and plain.stdout == ""
     assert plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
     debug = subprocess.run(
-        [*run, "--debug", "convert", str(work / "nope.onnx"), str(work / "o.onnx")], capture_output=True, text=True, env=env
+        [*run, "--debug", "convert", str(work / "nope.onnx"), str(work / "o.onnx")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConversionError" in debug.stderr
-    usage = subprocess.run([*run, "convert", "--bogus"], capture_output=True, text=True, env=env)
+    usage = subprocess.run([*run, "convert", "--bogus"], check=False, capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "usage:" in usage.stderr
     assert list(work.iterdir()) == []

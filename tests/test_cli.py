@@ -12,9 +12,9 @@ import ml_dtypes
 import numpy as np
 import onnx
 import pytest
+from _fuzz_models import make_model, matmul_model, run_session, save_with_external_data
 from onnx import TensorProto, helper, numpy_helper
 
-from _fuzz_models import make_model, matmul_model, run_session, save_with_external_data
 from olive_bf16_pass import cli
 from olive_bf16_pass.cli import main
 
@@ -44,17 +44,40 @@ def initializers(path: Path) -> dict[str, onnx.TensorProto]:
 def test_help_reads_like_the_readme(capsys):
     rc, out, _ = run(capsys, "--help")
     assert rc == 0
-    for text in ("convert IN OUT", "inspect MODEL", "package-config", "exit codes:", "0  success", "2  usage error",
-                 "--debug", "examples:"):
+    for text in (
+        "convert IN OUT",
+        "inspect MODEL",
+        "package-config",
+        "exit codes:",
+        "0  success",
+        "2  usage error",
+        "--debug",
+        "examples:",
+    ):
         assert text in out
 
 
 def test_convert_help_lists_every_option(capsys):
     rc, out, _ = run(capsys, "convert", "--help")
     assert rc == 0
-    for option in ("--rounding", "--no-saturate", "--min-elements", "--op-block", "--node-block", "--include",
-                   "--exclude", "--no-constants", "--graph-input-initializers", "--no-cast-after-gather",
-                   "--external-data", "--external-data-name", "--in-place", "--report", "--quiet", "--debug"):
+    for option in (
+        "--rounding",
+        "--no-saturate",
+        "--min-elements",
+        "--op-block",
+        "--node-block",
+        "--include",
+        "--exclude",
+        "--no-constants",
+        "--graph-input-initializers",
+        "--no-cast-after-gather",
+        "--external-data",
+        "--external-data-name",
+        "--in-place",
+        "--report",
+        "--quiet",
+        "--debug",
+    ):
         assert option in out
     assert "IN is never modified" in out and "refused (exit 1" in out
 
@@ -72,9 +95,16 @@ def test_version(capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["convert"], ["convert", "only-in.onnx"], ["frobnicate"], ["convert", "a", "b", "--bogus"],
-     ["convert", "a", "b", "--rounding", "stochastic"], ["convert", "a", "b", "--min-elements", "many"],
-     ["inspect"]],
+    [
+        [],
+        ["convert"],
+        ["convert", "only-in.onnx"],
+        ["frobnicate"],
+        ["convert", "a", "b", "--bogus"],
+        ["convert", "a", "b", "--rounding", "stochastic"],
+        ["convert", "a", "b", "--min-elements", "many"],
+        ["inspect"],
+    ],
     ids=["nothing", "no-args", "one-arg", "unknown-command", "unknown-option", "bad-choice", "bad-int", "inspect"],
 )
 def test_usage_errors_exit_2(capsys, argv):
@@ -92,11 +122,16 @@ def test_python_dash_m(tmp_path, fp32):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "olive_bf16_pass", "convert", str(fp32), str(tmp_path / "o.onnx")],
-        capture_output=True, text=True, env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert "converted 1 tensors" in done.stdout and done.stderr == ""  # no progress bar when not a terminal
-    help_ = subprocess.run([sys.executable, "-m", "olive_bf16_pass", "--help"], capture_output=True, text=True, env=env)
+    help_ = subprocess.run(
+        [sys.executable, "-m", "olive_bf16_pass", "--help"], check=False, capture_output=True, text=True, env=env
+    )
     assert help_.returncode == 0 and "exit codes:" in help_.stdout
 
 
@@ -149,14 +184,43 @@ def test_quiet(capsys, fp32, tmp_path):
 
 def test_every_flag_reaches_the_options():
     args = cli._parser().parse_args(
-        ["convert", "a", "b", "--rounding", "truncate", "--no-saturate", "--min-elements", "7", "--op-block", "Gemm",
-         "--op-block", "Conv", "--node-block", "n1", "--include", "t1", "--include", "t2", "--exclude", "t3",
-         "--no-constants", "--graph-input-initializers", "--no-cast-after-gather"]
+        [
+            "convert",
+            "a",
+            "b",
+            "--rounding",
+            "truncate",
+            "--no-saturate",
+            "--min-elements",
+            "7",
+            "--op-block",
+            "Gemm",
+            "--op-block",
+            "Conv",
+            "--node-block",
+            "n1",
+            "--include",
+            "t1",
+            "--include",
+            "t2",
+            "--exclude",
+            "t3",
+            "--no-constants",
+            "--graph-input-initializers",
+            "--no-cast-after-gather",
+        ]
     )
     assert cli._options(args).to_dict() == {
-        "rounding": "truncate", "saturate": False, "min_elements": 7, "op_block_list": ["Gemm", "Conv"],
-        "node_block_list": ["n1"], "include_initializers": ["t1", "t2"], "exclude_initializers": ["t3"],
-        "convert_constants": False, "convert_graph_input_initializers": True, "cast_after_gather": False,
+        "rounding": "truncate",
+        "saturate": False,
+        "min_elements": 7,
+        "op_block_list": ["Gemm", "Conv"],
+        "node_block_list": ["n1"],
+        "include_initializers": ["t1", "t2"],
+        "exclude_initializers": ["t3"],
+        "convert_constants": False,
+        "convert_graph_input_initializers": True,
+        "cast_after_gather": False,
     }
     defaults = cli._options(cli._parser().parse_args(["convert", "a", "b"]))
     from olive_bf16_pass.options import ConversionOptions
@@ -166,9 +230,14 @@ def test_every_flag_reaches_the_options():
 
 @pytest.mark.parametrize(
     "flags, converted",
-    [([], {"W"}), (["--min-elements", "1"], {"W", "b"}), (["--exclude", "W"], set()),
-     (["--op-block", "MatMul"], set()), (["--node-block", "mm"], set()),
-     (["--include", "b", "--min-elements", "1"], {"b"})],
+    [
+        ([], {"W"}),
+        (["--min-elements", "1"], {"W", "b"}),
+        (["--exclude", "W"], set()),
+        (["--op-block", "MatMul"], set()),
+        (["--node-block", "mm"], set()),
+        (["--include", "b", "--min-elements", "1"], {"b"}),
+    ],
     ids=["default", "min-elements", "exclude", "op-block", "node-block", "include"],
 )
 def test_selection_flags(capsys, fp32, tmp_path, flags, converted):
@@ -200,8 +269,11 @@ def _gather_constant_model() -> onnx.ModelProto:
         "Constant", [], ["k"], value=numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), "kv")
     )
     graph = helper.make_graph(
-        [const, helper.make_node("Gather", ["table", "ids"], ["e"], name="gather"),
-         helper.make_node("MatMul", ["e", "k"], ["y"], name="mm")],
+        [
+            const,
+            helper.make_node("Gather", ["table", "ids"], ["e"], name="gather"),
+            helper.make_node("MatMul", ["e", "k"], ["y"], name="mm"),
+        ],
         "g",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32])],
@@ -218,7 +290,10 @@ def test_constant_and_gather_flags(capsys, tmp_path):
 
     def convert(*flags):
         out = tmp_path / "o.onnx"
-        assert run(capsys, "convert", src, out, "--min-elements", "16", "--report", tmp_path / "r.json", "-q", *flags)[0] == 0
+        assert (
+            run(capsys, "convert", src, out, "--min-elements", "16", "--report", tmp_path / "r.json", "-q", *flags)[0]
+            == 0
+        )
         np.testing.assert_allclose(run_session(out, feeds)[0], ref, atol=0.05 * max(1.0, np.abs(ref).max()))
         report = json.loads((tmp_path / "r.json").read_text())
         return {r["name"]: r["widened"] for r in report["converted"]}, onnx.load(str(out)).graph
@@ -241,7 +316,9 @@ def test_graph_input_initializers_flag(capsys, tmp_path):
     onnx.save(model, str(src))
     run(capsys, "convert", src, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q")
     assert json.loads((tmp_path / "r.json").read_text())["converted"] == []
-    run(capsys, "convert", src, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q", "--graph-input-initializers")
+    run(
+        capsys, "convert", src, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q", "--graph-input-initializers"
+    )
     assert [r["name"] for r in json.loads((tmp_path / "r.json").read_text())["converted"]] == ["W"]
     inputs = {v.name: v.type.tensor_type.elem_type for v in onnx.load(str(tmp_path / "o.onnx")).graph.input}
     assert inputs["W_bf16"] == TensorProto.BFLOAT16
@@ -286,7 +363,7 @@ def test_progress_bar_unit(capsys):
 def test_progress_bar_in_convert(capsys, fp32, tmp_path, monkeypatch):
     monkeypatch.setattr(cli._ProgressBar, "MIN_BYTES", 0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    rc, out, err = run(capsys, "convert", fp32, tmp_path / "o.onnx")
+    rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx")
     assert rc == 0 and "converting [" in err and "100%" in err
     assert run(capsys, "convert", fp32, tmp_path / "o.onnx", "-q")[2] == ""
 
@@ -350,3 +427,10 @@ def test_package_config(capsys, tmp_path):
     rc, out, _ = run(capsys, "package-config", "-o", tmp_path / "cfg.json")
     assert rc == 0 and "wrote" in out and "--package-config" in out
     assert json.loads((tmp_path / "cfg.json").read_text()) == config
+
+
+def test_report_that_cannot_be_written_says_the_model_was(capsys, fp32, tmp_path):
+    (tmp_path / "r.json").mkdir()  # a directory where the report file should go
+    rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q")
+    assert rc == 1 and "cannot write the report" in err and "the model itself was written" in err
+    assert err.count("\n") == 1 and (tmp_path / "o.onnx").exists()

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from _fuzz_models import IR_VERSION, run_proto, run_session
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from _fuzz_models import IR_VERSION, run_proto, run_session
 from olive_bf16_pass.convert import convert_file, convert_model
 from olive_bf16_pass.model_io import iter_graphs
 from olive_bf16_pass.options import ConversionOptions
@@ -65,7 +65,9 @@ class _Builder:
 
     def constant(self, shape: tuple[int, ...]) -> str:
         name = self.name("c")
-        self.nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(self.array(shape), name + "_v")))
+        self.nodes.append(
+            helper.make_node("Constant", [], [name], value=numpy_helper.from_array(self.array(shape), name + "_v"))
+        )
         return name
 
     def operand(self, shape: tuple[int, ...]) -> str:
@@ -85,7 +87,9 @@ class _Builder:
     # --- one random step ------------------------------------------------------------------
 
     def step(self) -> None:
-        ops = ["MatMul", "Add", "Gather", "Conv", "If", "Constant"] + (["LayerNormalization"] if self.opset >= 17 else [])
+        ops = ["MatMul", "Add", "Gather", "Conv", "If", "Constant"] + (
+            ["LayerNormalization"] if self.opset >= 17 else []
+        )
         op = self.draw(st.sampled_from(ops))
         v, d = self.draw(st.sampled_from(self.values))
         widths = st.sampled_from([4, 6, 8, 16, 32])
@@ -138,11 +142,15 @@ class _Builder:
         nodes.append(helper.make_node("MatMul", [v, w], [mid]))
         if self.draw(st.booleans()):  # a Constant inside the branch
             c = self.name("branch_c")
-            nodes.append(helper.make_node("Constant", [], [c], value=numpy_helper.from_array(self.array((d2,)), c + "_v")))
+            nodes.append(
+                helper.make_node("Constant", [], [c], value=numpy_helper.from_array(self.array((d2,)), c + "_v"))
+            )
             nodes.append(helper.make_node("Add", [mid, c], [out]))
         else:
             nodes.append(helper.make_node("Identity", [mid], [out]))
-        return helper.make_graph(nodes, self.name("branch"), [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [BATCH, d2])], inits)
+        return helper.make_graph(
+            nodes, self.name("branch"), [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [BATCH, d2])], inits
+        )
 
     def _if(self, v: str, d: int) -> None:
         d2 = self.draw(st.sampled_from([4, 8, 16]))
@@ -205,7 +213,9 @@ def _strip_names(model: onnx.ModelProto) -> bytes:
 EXAMPLES = int(os.environ.get("BF16_FUZZ_EXAMPLES", "40"))  # raise it for a longer hunt
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(random_models(), st.booleans())
 def test_random_models(case, external):
     model, options = case
@@ -251,7 +261,9 @@ def test_the_generator_makes_every_op(op):
     from hypothesis import find
 
     def uses(case):
-        graphs = [case[0].graph] + [a.g for n in case[0].graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+        graphs = [case[0].graph] + [
+            a.g for n in case[0].graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH
+        ]
         return op in {n.op_type for g in graphs for n in g.node}
 
     model, _ = find(random_models(), uses, settings=settings(max_examples=500, database=None, phases=[Phase.generate]))

@@ -1,4 +1,4 @@
-"""How a plain ``olive run`` finds OnnxFloatToBFloat16.
+"""How a plain ``olive run`` finds OnnxFloatToBFloat16 and the plugin's evaluators.
 
 Olive 0.13 resolves a pass ``type`` only through its own package config (olive_config.json)
 and ``--package-config`` replaces that file instead of extending it. The wheel therefore ships
@@ -7,6 +7,8 @@ stdlib-only import hook registered at interpreter start. When ``olive.package_co
 imported, the hook calls :func:`patch`, which wraps
 ``OlivePackageConfig.get_pass_module_config`` so that a type Olive does *not* know falls back
 to this plugin's entries. Olive's own passes are always looked up first and never shadowed.
+Likewise the evaluators register when Olive's evaluator module loads (Olive checks evaluator
+types while it parses a recipe), and ``run_engine`` gains the early provider check.
 
 Switch it off with ``OLIVE_BF16_PASS_DISCOVERY=0``; then use the supported route,
 ``olive-bf16 package-config -o FILE`` and ``olive run --package-config FILE``.
@@ -26,6 +28,21 @@ PLUGIN_PASSES = {
         "supported_quantization_encodings": [],
     }
 }
+
+
+def extend(module) -> None:
+    """Called by the start-up hook right after one of the watched Olive modules has loaded."""
+    EXTENSIONS[module.__name__](module)
+
+
+def _register_evaluators(module) -> None:
+    import olive_bf16_pass.olive.evaluators  # noqa: F401  (registers with Olive's Registry on import)
+
+
+def _wrap_run_engine(module) -> None:
+    from olive_bf16_pass.olive.provider_check import wrap_run_engine
+
+    wrap_run_engine(module)
 
 
 def patch(module) -> None:
@@ -49,6 +66,13 @@ def patch(module) -> None:
 
     get_pass_module_config._olive_bf16_pass = True
     cls.get_pass_module_config = get_pass_module_config
+
+
+EXTENSIONS = {
+    "olive.package_config": patch,
+    "olive.evaluator.olive_evaluator": _register_evaluators,
+    "olive.workflows.run.run": _wrap_run_engine,
+}
 
 
 def merged_package_config() -> dict:

@@ -53,13 +53,15 @@ from olive.evaluator.metric_result import MetricResult, SubMetricResult
 from olive.evaluator.olive_evaluator import OliveEvaluator
 from olive.evaluator.registry import Registry
 
+from olive_bf16_pass.olive.passes import SOURCE_MODEL_ATTRIBUTE
+
 if TYPE_CHECKING:
     from olive.hardware.accelerator import Device
     from olive.model import OliveModelHandler
 
 logger = logging.getLogger(__name__)
 
-SOURCE_MODEL_ATTRIBUTE = "bf16_source_model_path"
+
 CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "corpus.jsonl"
 REFERENCE_PROVIDER = "CPUExecutionProvider"
 
@@ -74,6 +76,8 @@ _HIGHER_IS_BETTER = {
     "fidelity-max_abs_diff": False,
     "latency-p50": False,
     "latency-p90": False,
+    "latency-source_p50": False,
+    "latency-source_p90": False,
     "size-bytes": False,
     "size-source_bytes": False,
     "size-ratio": False,
@@ -418,6 +422,7 @@ class _FidelityEvaluator(OliveEvaluator):
         except Exception as e:  # every other failure becomes loud too (see EvaluationError)
             raise EvaluationError(f"{type(self).__name__} failed: {type(e).__name__}: {e}") from e
         logger.info("%s results:\n%s", type(self).__name__, json.dumps(results, indent=2))
+        print(side_by_side(results, self._provider), flush=True)  # the run's answer, whatever the log level
         self._check_thresholds(results)
         return MetricResult.model_validate({k: _sub(v, k) for k, v in results.items()})
 
@@ -513,7 +518,9 @@ class _FidelityEvaluator(OliveEvaluator):
             feeds.append(_pad_batch(feed, batch) if io.static_batch else feed)
         return feeds, sizes
 
-    def _latency(self, session, tokenizer, io: _Io, text: str, pair: Optional[str] = None) -> dict[str, float]:
+    def _latency(
+        self, session, tokenizer, io: _Io, text: str, pair: Optional[str] = None, prefix: str = "latency-"
+    ) -> dict[str, float]:
         """p50/p90 in ms of one inference of one input (the first corpus text) on the given session."""
         feed = _encode(tokenizer, [text], None if pair is None else [pair], io, self.max_length)
         if io.static_batch:
@@ -525,7 +532,7 @@ class _FidelityEvaluator(OliveEvaluator):
             t0 = time.perf_counter()
             session.run(None, feed)
             times.append((time.perf_counter() - t0) * 1000.0)
-        return {"latency-p50": float(np.percentile(times, 50)), "latency-p90": float(np.percentile(times, 90))}
+        return {f"{prefix}p50": float(np.percentile(times, 50)), f"{prefix}p90": float(np.percentile(times, 90))}
 
     @staticmethod
     def _sizes(model_path, source_path) -> dict[str, float]:
@@ -562,6 +569,7 @@ class EmbeddingFidelityEvaluator(_FidelityEvaluator):
         tokenizer = self._tokenizer(model)
         texts = self._texts()
         target, provider = self._target_session(model, device, execution_providers)
+        self._provider = provider
         reference = self._reference_session(source)
         io = _Io(target)
         prefer_rank = None if self.pooling == "none" else 3
@@ -587,6 +595,7 @@ class EmbeddingFidelityEvaluator(_FidelityEvaluator):
             "retrieval-top1_agreement": agree["top1_agreement"],
         }
         results.update(self._latency(target, tokenizer, io, texts[0]))
+        results.update(self._latency(reference, tokenizer, io, texts[0], prefix="latency-source_"))
         results.update(self._sizes(model.model_path, source))
         return results
 
@@ -604,6 +613,7 @@ class RerankerFidelityEvaluator(_FidelityEvaluator):
         q_flat = [q for q, g in zip(queries, groups) for _ in g]
         p_flat = [p for g in groups for p in g]
         target, provider = self._target_session(model, device, execution_providers)
+        self._provider = provider
         reference = self._reference_session(source)
         io = _Io(target)
         out_t = self._output_name(target, None, ("logits", "scores"))
@@ -627,8 +637,31 @@ class RerankerFidelityEvaluator(_FidelityEvaluator):
             "fidelity-max_abs_diff": agree["max_abs_diff"],
         }
         results.update(self._latency(target, tokenizer, io, q_flat[0], p_flat[0]))
+        results.update(self._latency(reference, tokenizer, io, q_flat[0], p_flat[0], prefix="latency-source_"))
         results.update(self._sizes(model.model_path, source))
         return results
+
+
+def side_by_side(results: dict[str, float], provider: str) -> str:
+    """FP32 source and BF16 model in two columns: what the quickstart prints at the end."""
+    mb = 1 / 2**20
+    rows = [
+        ("size on disk (MB)", results["size-source_bytes"] * mb, results["size-bytes"] * mb,
+         f"{results['size-ratio']:.3f}x"),
+        ("latency p50 (ms)", results["latency-source_p50"], results["latency-p50"],
+         f"{results['latency-p50'] / results['latency-source_p50']:.2f}x"),
+        ("latency p90 (ms)", results["latency-source_p90"], results["latency-p90"],
+         f"{results['latency-p90'] / results['latency-source_p90']:.2f}x"),
+    ]
+    for name, value in results.items():
+        if name.startswith(("fidelity-", "retrieval-")):
+            reference = 0.0 if name.endswith("max_abs_diff") else 1.0
+            rows.append((name, reference, value, ""))
+    head = ("", f"FP32 ({REFERENCE_PROVIDER})", f"BF16 ({provider})", "ratio")
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{head[0]:<{width}}  {head[1]:>26}  {head[2]:>26}  {head[3]:>7}"]
+    lines += [f"{n:<{width}}  {a:>26.6g}  {b:>26.6g}  {r:>7}" for n, a, b, r in rows]
+    return "\n".join(lines)
 
 
 def _scores(logits: np.ndarray) -> np.ndarray:
@@ -682,81 +715,3 @@ def missing_provider_message(missing: list[str], available: list[str], cpu_twin:
     if cpu_twin:
         lines.append(f"To convert and check the model without it, run the CPU twin: olive run --config {cpu_twin}")
     return " ".join(lines)
-
-
-# --------------------------------------------------------------------------- early provider check
-
-_RUN_MODULE = "olive.workflows.run.run"
-_OLIVE_MISSING_EP = "cannot be found in the target system"
-
-
-def _cpu_twins(run_config) -> list[str]:
-    twins = []
-    for config in (getattr(run_config, "evaluators", None) or {}).values():
-        twin = (getattr(config, "type_args", None) or {}).get("cpu_twin")
-        if twin and twin not in twins:
-            twins.append(twin)
-    return twins
-
-
-def _wrap_run_engine(module) -> None:
-    """Olive stops a run whose target EP is not installed before any pass runs (in
-    ``create_accelerator``), with a bare "None of the execution providers [...] cannot be found".
-    Re-raise that with what is missing, how to get it, and the recipe's ``cpu_twin``."""
-    original = module.run_engine
-    if getattr(original, "_olive_bf16_pass", False):
-        return
-
-    def run_engine(package_config, run_config):
-        try:
-            return original(package_config, run_config)
-        except ValueError as e:
-            if _OLIVE_MISSING_EP not in str(e) or isinstance(e, EvaluationError):
-                raise
-            import onnxruntime as ort
-
-            available = ort.get_available_providers()
-            wanted = []
-            target = getattr(getattr(run_config, "engine", None), "target", None)
-            for acc in getattr(getattr(target, "config", None), "accelerators", None) or []:
-                wanted.extend(acc.get_ep_strs() or [])
-            missing = [ep for ep in wanted if ep not in available] or wanted
-            twins = _cpu_twins(run_config)
-            raise EvaluationError(missing_provider_message(missing, available, " or ".join(twins) or None)) from e
-
-    run_engine._olive_bf16_pass = True
-    module.run_engine = run_engine
-
-
-class _RunModuleFinder:
-    """Wraps run_engine right after olive.workflows.run.run has executed (import hook)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _RUN_MODULE:
-            return None
-        import importlib.machinery
-
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_wrap(module):
-            exec_module(module)
-            _wrap_run_engine(module)
-
-        spec.loader.exec_module = exec_and_wrap
-        return spec
-
-
-def install_provider_check() -> None:
-    """Idempotent; runs when this module is imported (the plugin imports it with Olive)."""
-    import sys
-
-    if _RUN_MODULE in sys.modules:
-        _wrap_run_engine(sys.modules[_RUN_MODULE])
-    elif not any(isinstance(f, _RunModuleFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RunModuleFinder())
-
-
-install_provider_check()

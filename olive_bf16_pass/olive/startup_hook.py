@@ -2,8 +2,9 @@
 ``olive_bf16_pass.pth`` at every interpreter start.
 
 It imports nothing but the standard library and only registers an import hook; the plugin
-itself is imported when, and only if, Olive's ``olive.package_config`` module is imported.
-``OLIVE_BF16_PASS_DISCOVERY=0`` turns it off. See olive_bf16_pass/olive/discovery.py.
+itself is imported when, and only if, one of the Olive modules in ``TARGETS`` is imported, and
+then right after that module's own code has run. ``OLIVE_BF16_PASS_DISCOVERY=0`` turns it off.
+See olive_bf16_pass/olive/discovery.py.
 """
 
 import importlib.abc
@@ -12,48 +13,50 @@ import os
 import sys
 
 ENV_SWITCH = "OLIVE_BF16_PASS_DISCOVERY"
-TARGET = "olive.package_config"
+# kept in step with olive_bf16_pass.olive.discovery.EXTENSIONS
+TARGETS = ("olive.package_config", "olive.evaluator.olive_evaluator", "olive.workflows.run.run")
 
 
 def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _patch(module) -> None:
+def _extend(module) -> None:
     try:
-        from olive_bf16_pass.olive.discovery import patch
+        from olive_bf16_pass.olive.discovery import extend
     except ImportError:  # the package was removed but this hook was left behind
         return
-    patch(module)
+    extend(module)
 
 
-class OlivePackageConfigHook(importlib.abc.MetaPathFinder):
-    """Lets Olive's own olive.package_config load, then extends its pass lookup."""
+class OliveExtensionHook(importlib.abc.MetaPathFinder):
+    """Lets each target Olive module load as usual, then hands it to the plugin."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET:
+        if fullname not in TARGETS:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_and_patch(module):
+        def exec_and_extend(module):
             exec_module(module)
-            _patch(module)
+            _extend(module)
 
-        spec.loader.exec_module = exec_and_patch
+        spec.loader.exec_module = exec_and_extend
         return spec
 
 
 def install() -> None:
-    """Register the hook (or patch at once if Olive is already imported); idempotent."""
+    """Register the hook, and extend target modules already imported; idempotent."""
     if not enabled():
         return
-    if TARGET in sys.modules:
-        _patch(sys.modules[TARGET])
-    elif not any(type(f).__name__ == "OlivePackageConfigHook" for f in sys.meta_path):
-        sys.meta_path.insert(0, OlivePackageConfigHook())
+    for name in TARGETS:
+        if name in sys.modules:
+            _extend(sys.modules[name])
+    if not any(type(f).__name__ == "OliveExtensionHook" for f in sys.meta_path):
+        sys.meta_path.insert(0, OliveExtensionHook())
 
 
 if __name__ != "__main__":

@@ -86,13 +86,25 @@ def test_embedding_evaluator_on_bf16(encoder_pair, tokenizer_dir, embed):
     r = embed(bf16, fp32, tokenizer_dir, pooling="mean")
     assert set(r) == {
         "fidelity-cosine_mean", "fidelity-cosine_min", "retrieval-top10_overlap", "retrieval-top1_agreement",
-        "latency-p50", "latency-p90", "size-bytes", "size-source_bytes", "size-ratio",
+        "latency-p50", "latency-p90", "latency-source_p50", "latency-source_p90",
+        "size-bytes", "size-source_bytes", "size-ratio",
     }
     assert 0.99 < r["fidelity-cosine_mean"] < 1.0
     assert r["fidelity-cosine_min"] > 0.98
     assert r["retrieval-top10_overlap"] > 0.8
     assert 0.45 < r["size-ratio"] < 0.6
     assert 0 < r["latency-p50"] <= r["latency-p90"]
+    assert 0 < r["latency-source_p50"] <= r["latency-source_p90"]
+
+
+def test_side_by_side_table_prints_both_models(encoder_pair, tokenizer_dir, embed, capsys):
+    fp32, bf16 = encoder_pair
+    r = embed(bf16, fp32, tokenizer_dir, pooling="mean")
+    table = capsys.readouterr().out
+    assert "FP32 (CPUExecutionProvider)" in table and "BF16 (CPUExecutionProvider)" in table
+    size_row = next(line for line in table.splitlines() if line.startswith("size on disk"))
+    assert f"{r['size-ratio']:.3f}x" in size_row
+    assert all(name in table for name in ("latency p50", "fidelity-cosine_mean", "retrieval-top10_overlap"))
 
 
 def test_embedding_evaluator_cls_pooling_and_tokenizer_from_attributes(encoder_pair, tokenizer_dir, onnx_handler):
