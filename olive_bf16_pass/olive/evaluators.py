@@ -226,16 +226,22 @@ def _pad_batch(feed: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([v, np.repeat(v[-1:], size - have, axis=0)]) for k, v in feed.items()}
 
 
+def _onnx_file(path: Union[str, Path]) -> Path:
+    """The .onnx file itself, given it or the folder Olive keeps it in."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.onnx"))
+        if len(files) != 1:
+            raise EvaluationError(f"expected exactly one .onnx file in {path}, found {len(files)}")
+        path = files[0]
+    return path
+
+
 def model_size_on_disk(model_path: Union[str, Path]) -> int:
     """Bytes of an ONNX file plus the external data files it references."""
     import onnx
 
-    model_path = Path(model_path)
-    if model_path.is_dir():
-        files = sorted(model_path.glob("*.onnx"))
-        if len(files) != 1:
-            raise EvaluationError(f"expected exactly one .onnx file in {model_path}, found {len(files)}")
-        model_path = files[0]
+    model_path = _onnx_file(model_path)
     total = model_path.stat().st_size
     proto = onnx.load(str(model_path), load_external_data=False)
     locations = set()
@@ -485,13 +491,7 @@ class _FidelityEvaluator(OliveEvaluator):
     def _reference_session(source_path: str):
         import onnxruntime as ort
 
-        path = Path(source_path)
-        if path.is_dir():
-            files = sorted(path.glob("*.onnx"))
-            if len(files) != 1:
-                raise EvaluationError(f"expected exactly one .onnx file in {path}, found {len(files)}")
-            path = files[0]
-        return ort.InferenceSession(str(path), providers=[REFERENCE_PROVIDER])
+        return ort.InferenceSession(str(_onnx_file(source_path)), providers=[REFERENCE_PROVIDER])
 
     def _output_name(self, session, prefer_rank: Optional[int], prefer_names=()) -> str:
         outs = session.get_outputs()
