@@ -206,8 +206,9 @@ class Bench:
         emb, result = d / "emb.npy", d / "ort.json"
         for p in (emb, result):
             p.unlink(missing_ok=True)
+        runs = self.a.runs or (10 if model == "large" else 20)
         cmd = [sys.executable, "-m", "benchmarks.worker", "ort", onnx_path, str(inputs), "--emb", str(emb),
-               "--runs", str(self.a.runs), "--warmup", str(self.a.warmup), "--result", str(result)]
+               "--runs", str(runs), "--warmup", str(self.a.warmup), "--result", str(result)]
         m = run_measured(cmd, d / "log-ort.txt", env=self.env, cwd=REPO, timeout_s=self.a.tool_timeout, mem_cap=self.mem_cap)
         if not m.ok or not result.exists():
             row.ort_error = m.error_line()
@@ -327,7 +328,7 @@ class Target:
         return "PASS" if ok else "FAIL"
 
     def line(self) -> str:
-        v = "-" if self.value is None else f"{self.value:.4g}"
+        v = "-" if self.value is None else f"{self.value:.6f}" if "cosine" in self.text else f"{self.value:.3f}"
         return f"  [{self.status:4}] {self.model}: {self.text}: {v} (target {self.op} {self.limit:g}){' ' + self.detail if self.detail else ''}"
 
     def to_dict(self):
@@ -399,7 +400,7 @@ def parse_args(argv=None):
     ap.add_argument("--models", default="minilm,bce,large", help="comma list of minilm,bce,large (default: all)")
     ap.add_argument("--tools", default=None, help=f"comma list of {DEFAULT_TOOLS} (default: all; Quark only when installed)")
     ap.add_argument("--repeat", type=int, default=0, help="conversions per tool (default: 3 for minilm, 1 for the big models; median time, max RSS)")
-    ap.add_argument("--runs", type=int, default=20, help="timed ORT runs per session (median = p50; default 20)")
+    ap.add_argument("--runs", type=int, default=0, help="timed ORT runs per session (median = p50; default 20, 10 for the large model)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed ORT runs before those (default 3)")
     ap.add_argument("--json", help="write every figure to this JSON file")
     ap.add_argument("--out", default=str(REPO / "bench-out"), help="cache and work folder (default: bench-out/, gitignored)")

@@ -9,6 +9,7 @@ import onnx
 
 from olive_bf16_pass import graph, model_io, selection
 from olive_bf16_pass.options import ConversionOptions
+from olive_bf16_pass.report import human_size, reason_group
 
 
 def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
@@ -35,7 +36,7 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
         refusals.append("float16 weights and no float32 ones")
     saved = sum(c.elements * 2 for c in chosen)
-    reasons = Counter(s.reason.split(" (")[0] if "node" in s.reason else s.reason for s in skipped)
+    reasons = Counter(reason_group(s.reason) for s in skipped)
     info = {
         "path": str(path),
         "file_bytes": source.file_bytes,
@@ -55,31 +56,21 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
         "convert_refuses": refusals,
     }
     lines = [
-        f"{path}: {_size(source.file_bytes)}, IR {model.ir_version}, opset {info['opset']}"
+        f"{path}: {human_size(source.file_bytes)}, IR {model.ir_version}, opset {info['opset']}"
         + ("" if info["opset_ok"] else f" (below {graph.MIN_OPSET}: convert will refuse it)"),
         f"producer: {info['producer'] or '-'}; {info['nodes']} nodes",
         "tensors by dtype:",
-        *(f"  {k:<10} {count[k]:>5} tensors {_size(v):>12}" for k, v in by_dtype.most_common()),
+        *(f"  {k:<10} {count[k]:>5} tensors {human_size(v):>12}" for k, v in by_dtype.most_common()),
         "external data: "
-        + (", ".join(f"{k} ({_size(v)})" for k, v in external_files.items()) if external_files else "none"),
+        + (", ".join(f"{k} ({human_size(v)})" for k, v in external_files.items()) if external_files else "none"),
     ]
     if refusals:
         lines.append("convert will refuse this model: " + "; ".join(refusals))
     else:
         lines += [
-            f"convert would turn {len(chosen)} tensors to bfloat16, saving {_size(saved)}, "
+            f"convert would turn {len(chosen)} tensors to bfloat16, saving {human_size(saved)}, "
             f"and keep {len(skipped)}" + (":" if skipped else ""),
             *(f"  {n:>5}  {r}" for r, n in reasons.most_common(8)),
         ]
     info["text"] = "\n".join(lines)
     return info
-
-
-def _size(nbytes: int) -> str:
-    """Bytes for people: 512 B, 16.0 KB, 1.5 MB, 2.10 GB."""
-    if nbytes < 1024:
-        return f"{nbytes} B"
-    for unit, scale in (("KB", 2**10), ("MB", 2**20), ("GB", 2**30)):
-        if nbytes < 1024 * scale or unit == "GB":
-            return f"{nbytes / scale:,.1f} {unit}" if unit != "GB" else f"{nbytes / scale:,.2f} GB"
-    return f"{nbytes} B"

@@ -197,16 +197,22 @@ def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from iter_graphs(sub)
 
 
-def iter_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor that can hold data: initializers and tensor attributes, in every graph."""
+def iter_attribute_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Tensors held in node attributes (Constant values and the like), in every graph."""
     for graph in iter_graphs(model.graph):
-        yield from graph.initializer
         for node in graph.node:
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.TENSOR:
                     yield attr.t
                 elif attr.type == onnx.AttributeProto.TENSORS:
                     yield from attr.tensors
+
+
+def iter_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor that can hold data: initializers of every graph, then attribute tensors."""
+    for graph in iter_graphs(model.graph):
+        yield from graph.initializer
+    yield from iter_attribute_tensors(model)
 
 
 def external_info(tensor: onnx.TensorProto) -> dict[str, str]:
@@ -454,14 +460,9 @@ def _single_file_size(model: onnx.ModelProto, streamer: _Streamer) -> int:
 
 def _tensors_not_streamed(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Tensors a single-file write keeps in memory: all but the main graph's initializers."""
-    for g in iter_graphs(model.graph):
-        if g is not model.graph:
-            yield from g.initializer
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                yield from attr.tensors
+    for graph in list(iter_graphs(model.graph))[1:]:
+        yield from graph.initializer
+    yield from iter_attribute_tensors(model)
 
 
 def _write_single_file(model: onnx.ModelProto, dst: Path, streamer: _Streamer, created: list[Path]) -> Path:
@@ -515,7 +516,7 @@ def _write_with_external_data(
     data_out, data_tmp = _temp_beside(dst, ".data", created)
     offset = 0
     with data_out:
-        for tensor in _attribute_tensors(model):  # Constant values and the like stay in the .onnx
+        for tensor in iter_attribute_tensors(model):  # Constant values and the like stay in the .onnx
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 _inline_tensor(tensor, streamer)
         for tensor in (t for g in iter_graphs(model.graph) for t in g.initializer):
@@ -547,16 +548,6 @@ def _write_with_external_data(
         model_out.flush()
         os.fsync(model_out.fileno())
     return [(data_tmp, dst.parent / name), (model_tmp, dst)]
-
-
-def _attribute_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    for graph in iter_graphs(model.graph):
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.TENSORS:
-                    yield from attr.tensors
 
 
 def _reread_for_check(temps: list[tuple[Path, Path]], dst: Path) -> onnx.ModelProto:

@@ -7,6 +7,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+def human_size(nbytes: int) -> str:
+    """Bytes for people: 512 B, 16.0 KB, 1.5 MB, 2.10 GB."""
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    for unit, scale in (("KB", 2**10), ("MB", 2**20), ("GB", 2**30)):
+        if nbytes < 1024 * scale or unit == "GB":
+            return f"{nbytes / scale:,.1f} {unit}" if unit != "GB" else f"{nbytes / scale:,.2f} GB"
+    return f"{nbytes} B"
+
+
+def reason_group(reason: str) -> str:
+    """Reasons that name a node are grouped without the node, so a summary stays one screen."""
+    return reason.split(" (")[0] if "node" in reason else reason
+
+
 @dataclass
 class TensorRecord:
     name: str  # the name consumers read (FP32, made by the Cast)
@@ -63,16 +78,15 @@ class Report:
 
     def summary(self) -> str:
         """One screen for people: counts, sizes, the worst error, and why tensors stayed FP32."""
-        mb = 1 / 2**20
         lines = [f"converted {len(self.converted)} tensors to bfloat16, left {len(self.skipped)} as they were"]
         if self.file_bytes_after is not None:
             lines.append(
-                f"size: {self.file_bytes_before * mb:,.1f} MB -> {self.file_bytes_after * mb:,.1f} MB "
+                f"size: {human_size(self.file_bytes_before)} -> {human_size(self.file_bytes_after)} "
                 f"(ratio {self.ratio:.3f})"
             )
         else:
             lines.append(
-                f"weights: {self.weight_bytes_before * mb:,.1f} MB -> {self.weight_bytes_after * mb:,.1f} MB "
+                f"weights: {human_size(self.weight_bytes_before)} -> {human_size(self.weight_bytes_after)} "
                 f"(ratio {self.ratio:.3f})"
             )
         worst = self.worst
@@ -91,7 +105,7 @@ class Report:
             lines.append("special values: " + ", ".join(f"{n} {k}" for k, n in specials.items() if n))
         reasons: dict[str, int] = {}
         for s in self.skipped:
-            key = s.reason.split(" (")[0] if "node" in s.reason else s.reason
+            key = reason_group(s.reason)
             reasons[key] = reasons.get(key, 0) + 1
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
             lines.append(f"  kept {n:>4}: {reason}")
