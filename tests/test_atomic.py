@@ -64,6 +64,13 @@ def _converter(src: Path, dst: Path, *, external: bool = False, in_place: bool =
             if renames[0] == {kill_after_rename}:
                 os.kill(os.getpid(), signal.SIGKILL)
         model_io.os.replace = replace
+        # each 16 MB chunk waits a little, so a watcher cannot miss the write however fast the disk
+        import time
+        real_read = model_io._read_exact
+        def slow_read(*args):
+            time.sleep(0.05)
+            return real_read(*args)
+        model_io._read_exact = slow_read
         convert_file({str(src)!r}, {str(dst)!r}, ConversionOptions(min_elements=1),
                      save_as_external_data={external}, in_place={in_place})
     """
@@ -81,7 +88,7 @@ def _kill_when_temp_appears(proc: subprocess.Popen, folder: Path, suffix: str = 
                 proc.wait()
                 return name
         if proc.poll() is not None:
-            pytest.skip(f"the conversion ended (rc {proc.returncode}) before a temporary was seen")
+            pytest.fail(f"the conversion ended (rc {proc.returncode}) before a temporary was seen")
         time.sleep(0.002)
     proc.kill()
     pytest.fail("no temporary appeared")
