@@ -43,15 +43,17 @@ class Measured:
     def ok(self) -> bool:
         return self.rc == 0 and self.killed is None
 
-    def error_line(self) -> str:
+    def error_line(self, limit: int = 160) -> str:
         if self.killed:
             return self.killed
         lines = [ln.strip() for ln in _tail(self.log).splitlines() if ln.strip()]
         # the last line that looks like an exception, else the last line
-        for ln in reversed(lines):
-            if "Error" in ln or "Exception" in ln or ln.startswith("error"):
-                return f"rc={self.rc}: {ln}"
-        return f"rc={self.rc}: {lines[-1] if lines else 'no output'}"
+        line = next((ln for ln in reversed(lines) if "Error" in ln or "Exception" in ln or ln.startswith("error")),
+                    lines[-1] if lines else "no output")
+        for noise in ("onnxruntime.capi.onnxruntime_pybind11_state.", "[ONNXRuntimeError] : 1 : FAIL : "):
+            line = line.replace(noise, "")
+        line = f"rc={self.rc}: {line}"
+        return line if len(line) <= limit else line[: limit - 3] + "..."
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -14,8 +14,9 @@ import logging
 import mmap
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,87 +290,139 @@ Progress = Callable[[int, int], None]
 
 
 class _Streamer:
-    """Copies tensor bytes from their sources into an open output, converting marked ones."""
+    """Copies tensor bytes from their sources to known offsets of outputs, converting marked ones.
+
+    Every output offset is known before anything is written, so each chunk is an independent
+    task: positional read, conversion, positional write. Two workers run them, keeping both
+    cores busy (file I/O and numpy loops release the GIL); chunk buffers come from a small ring,
+    and a slot is reused only once its task is done.
+    """
+
+    WORKERS = 2
+    SLOTS = 4
 
     def __init__(self, base_dir: Path, rounding: str, saturate: bool, stats: dict[str, RoundingStats]):
         self.base_dir, self.rounding, self.saturate, self.stats = base_dir, rounding, saturate, stats
-        self._files: dict[Path, object] = {}
-        # two sets of buffers: one is converted while the other's bytes are being written
-        self._in = [bytearray(_CHUNK_BYTES), bytearray(_CHUNK_BYTES)]
-        self._out = [np.empty(_CHUNK_BYTES // 4, dtype=np.uint16) for _ in range(2)]
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="olive-bf16-write")
+        self._fds: dict[Path, int] = {}
+        self._where: dict[str, tuple[Path, int, int]] = {}  # stored name -> checked (file, offset, length)
+        self._in = [bytearray(_CHUNK_BYTES) for _ in range(self.SLOTS)]
+        self._out = [np.empty(_CHUNK_BYTES // 4, dtype=np.uint16) for _ in range(self.SLOTS)]
+        self._busy: list[Future | None] = [None] * self.SLOTS
+        self._slot = 0
+        self._stats_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="olive-bf16-chunk")
         self.done = 0
         self.total = 0
         self.progress: Progress | None = None
 
+    def where(self, tensor: onnx.TensorProto) -> tuple[Path, int, int]:
+        """The checked (file, offset, length) of an external tensor, resolved once per conversion."""
+        key = tensor.name
+        if key not in self._where:
+            self._where[key] = _resolve_external(self.base_dir, tensor)
+        return self._where[key]
+
     def out_nbytes(self, tensor: onnx.TensorProto) -> int:
-        length = _resolve_external(self.base_dir, tensor)[2]
+        length = self.where(tensor)[2]
         return length // 2 if external_info(tensor).get(CONVERT_MARK) else length
 
-    def copy(self, tensor: onnx.TensorProto, out) -> int:
-        path, offset, length = _resolve_external(self.base_dir, tensor)
+    def flush(self) -> None:
+        """Wait until every queued chunk is written; raise the first error."""
+        pending, self._busy = self._busy, [None] * self.SLOTS
+        for future in pending:
+            if future is not None:
+                future.result()
+
+    def drain(self) -> None:
+        """Wait for queued chunks, ignoring their errors: the output is being abandoned anyway."""
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - the error that made us abandon it is already raising
+            self._busy = [None] * self.SLOTS
+
+    def _take_slot(self) -> int:
+        slot, self._slot = self._slot, (self._slot + 1) % self.SLOTS
+        if self._busy[slot] is not None:
+            self._busy[slot].result()  # raises a failed chunk here, not later
+            self._busy[slot] = None
+        return slot
+
+    def _fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
+
+    def copy(self, tensor: onnx.TensorProto, out: _Output, position: int) -> int:
+        """Queue the tensor's (converted) bytes for ``out`` at ``position``; return their size."""
+        path, offset, length = self.where(tensor)
         convert = bool(external_info(tensor).get(CONVERT_MARK))
         stats = self.stats.setdefault(tensor.name, RoundingStats()) if convert else None
-        src = self._files.get(path)
-        if src is None:
-            src = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed in close()
-        src.seek(offset)
-        remaining, written, slot, pending = length, 0, 0, None
-        try:
-            while remaining:
-                view = memoryview(self._in[slot])
-                n = _read_exact(src, view[: min(remaining, _CHUNK_BYTES)], tensor.name)
-                if convert:
-                    values = np.frombuffer(self._in[slot], dtype=np.float32, count=n // 4)
-                    out_buf = self._out[slot][: n // 4]
-                    payload = float32_to_bfloat16_bits(values, self.rounding, self.saturate, out_buf, stats).data
-                    written += n // 2
-                else:
-                    payload = view[:n]
-                    written += n
-                if pending is not None:
-                    pending.result()  # the other slot's bytes are out: it may be reused next
-                pending = self._writer.submit(out.write, payload)
-                slot ^= 1
-                remaining -= n
-                self.done += n
-                if self.progress:
-                    self.progress(self.done, self.total)
-        finally:
-            if pending is not None:
-                pending.result()
-        return written
+        src = self._fd(path)
+        for start in range(0, length, _CHUNK_BYTES):
+            n = min(_CHUNK_BYTES, length - start)
+            at = position + (start // 2 if convert else start)
+            slot = self._take_slot()
+            self._busy[slot] = self._pool.submit(self._chunk, slot, src, offset + start, n, out, at, stats, tensor.name)
+            self.done += n
+            if self.progress:
+                self.progress(self.done, self.total)
+        return length // 2 if convert else length
+
+    def _chunk(self, slot, src, offset, n, out, at, stats, name) -> None:
+        view = memoryview(self._in[slot])[:n]
+        filled = 0
+        while filled < n:
+            got = os.preadv(src, [view[filled:]], offset + filled)
+            if not got:
+                raise ConversionError(f"tensor {name!r}: its data ended early; the file is truncated.")
+            filled += got
+        if stats is None:
+            out.pwrite(view, at)
+            return
+        local = RoundingStats()
+        values = np.frombuffer(self._in[slot], dtype=np.float32, count=n // 4)
+        bits = float32_to_bfloat16_bits(values, self.rounding, self.saturate, self._out[slot][: n // 4], local)
+        out.pwrite(bits.data, at)
+        with self._stats_lock:
+            stats.merge(local)
 
     def close(self):
-        self._writer.shutdown()
-        for f in self._files.values():
-            f.close()
+        self._pool.shutdown()
+        for fd in self._fds.values():
+            os.close(fd)
 
 
-def _read_exact(src, view: memoryview, name: str) -> int:
-    filled = 0
-    while filled < len(view):
-        n = src.readinto(view[filled:])
-        if not n:
-            raise ConversionError(f"tensor {name!r}: its data ended early; the file is truncated.")
-        filled += n
-    return filled
+class _Output:
+    """Positional writes into a file descriptor."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def pwrite(self, data, at: int) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            n = os.pwrite(self.fd, view, at)
+            view, at = view[n:], at + n
+
+
+class _MemoryOutput(_Output):
+    """Positional writes into memory, for the few tensors that must be inline."""
+
+    def __init__(self, size: int):
+        self.data = bytearray(size)
+
+    def pwrite(self, data, at: int) -> None:
+        view = memoryview(data).cast("B")
+        self.data[at : at + len(view)] = view
 
 
 def _inline_tensor(tensor: onnx.TensorProto, streamer: _Streamer) -> None:
     """Bring one external tensor's (converted) bytes into the proto."""
-    buf = _Buffer()
-    streamer.copy(tensor, buf)
+    buf = _MemoryOutput(streamer.out_nbytes(tensor))
+    streamer.copy(tensor, buf, 0)
+    streamer.flush()
     _clear_external(tensor)
     tensor.raw_data = bytes(buf.data)
-
-
-class _Buffer:
-    def __init__(self):
-        self.data = bytearray()
-
-    def write(self, chunk):
-        self.data += chunk
 
 
 def _clear_external(tensor: onnx.TensorProto) -> None:
@@ -415,7 +468,7 @@ def write_model(
     created: list[Path] = []  # every temporary, registered as soon as it exists
     try:
         streamed = [t for t in iter_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
-        streamer.total = sum(_resolve_external(streamer.base_dir, t)[2] for t in streamed)
+        streamer.total = sum(streamer.where(t)[2] for t in streamed)
         if external is None and _single_file_size(model, streamer) >= PROTOBUF_LIMIT:
             logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
             external = ExternalDataSpec()
@@ -493,14 +546,20 @@ def _write_single_file(model: onnx.ModelProto, dst: Path, streamer: _Streamer, c
     top.ClearField("graph")
     out, tmp = _temp_beside(dst, "", created)
     with out:
-        out.write(top.SerializeToString())
-        out.write(_len_field(_MODEL_GRAPH, graph_len))
-        out.write(rest_bytes)
-        for prefix, tensor, _ in plan:
-            out.write(prefix)
-            if tensor is not None:
-                streamer.copy(tensor, out)
-        out.flush()
+        target = _Output(out.fileno())
+        try:
+            head = top.SerializeToString() + _len_field(_MODEL_GRAPH, graph_len) + rest_bytes
+            target.pwrite(head, 0)
+            position = len(head)
+            for prefix, tensor, nbytes in plan:
+                target.pwrite(prefix, position)
+                position += len(prefix)
+                if tensor is not None:
+                    streamer.copy(tensor, target, position)
+                    position += nbytes
+            streamer.flush()
+        finally:
+            streamer.drain()  # no chunk may still be written when the file closes
         os.fsync(out.fileno())
     return tmp
 
@@ -516,31 +575,34 @@ def _write_with_external_data(
     data_out, data_tmp = _temp_beside(dst, ".data", created)
     offset = 0
     with data_out:
-        for tensor in iter_attribute_tensors(model):  # Constant values and the like stay in the .onnx
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                _inline_tensor(tensor, streamer)
-        for tensor in (t for g in iter_graphs(model.graph) for t in g.initializer):
-            external = tensor.data_location == onnx.TensorProto.EXTERNAL
-            if not external and (not tensor.HasField("raw_data") or len(tensor.raw_data) < spec.size_threshold):
-                continue
-            if external and streamer.out_nbytes(tensor) < spec.size_threshold:
-                _inline_tensor(tensor, streamer)
-                continue
-            pad = -offset % _ALIGN
-            data_out.write(b"\0" * pad)
-            offset += pad
-            if external:
-                length = streamer.copy(tensor, data_out)
-            else:
-                length = len(tensor.raw_data)
-                data_out.write(tensor.raw_data)
-                tensor.ClearField("raw_data")
-            _clear_external(tensor)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", name), ("offset", offset), ("length", length)):
-                tensor.external_data.add(key=key, value=str(value))
-            offset += length
-        data_out.flush()
+        target = _Output(data_out.fileno())
+        try:
+            for tensor in iter_attribute_tensors(model):  # Constant values and the like stay in the .onnx
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    _inline_tensor(tensor, streamer)
+            for tensor in (t for g in iter_graphs(model.graph) for t in g.initializer):
+                external = tensor.data_location == onnx.TensorProto.EXTERNAL
+                if not external and (not tensor.HasField("raw_data") or len(tensor.raw_data) < spec.size_threshold):
+                    continue
+                if external and streamer.out_nbytes(tensor) < spec.size_threshold:
+                    _inline_tensor(tensor, streamer)
+                    continue
+                offset += -offset % _ALIGN  # the gap is a hole: reads as zeros
+                if external:
+                    length = streamer.copy(tensor, target, offset)
+                else:
+                    length = len(tensor.raw_data)
+                    target.pwrite(tensor.raw_data, offset)
+                    tensor.ClearField("raw_data")
+                _clear_external(tensor)
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                for key, value in (("location", name), ("offset", offset), ("length", length)):
+                    tensor.external_data.add(key=key, value=str(value))
+                offset += length
+            streamer.flush()
+        finally:
+            streamer.drain()
+        os.ftruncate(data_out.fileno(), offset)  # the file ends where the last tensor does
         os.fsync(data_out.fileno())
     model_out, model_tmp = _temp_beside(dst, ".onnx", created)
     with model_out:

@@ -66,11 +66,11 @@ def _converter(src: Path, dst: Path, *, external: bool = False, in_place: bool =
         model_io.os.replace = replace
         # each 16 MB chunk waits a little, so a watcher cannot miss the write however fast the disk
         import time
-        real_read = model_io._read_exact
-        def slow_read(*args):
+        real_chunk = model_io._Streamer._chunk
+        def slow_chunk(*args):
             time.sleep(0.05)
-            return real_read(*args)
-        model_io._read_exact = slow_read
+            return real_chunk(*args)
+        model_io._Streamer._chunk = slow_chunk
         convert_file({str(src)!r}, {str(dst)!r}, ConversionOptions(min_elements=1),
                      save_as_external_data={external}, in_place={in_place})
     """
@@ -235,8 +235,8 @@ def test_interrupt_mid_write_removes_the_temporaries(tmp_path, monkeypatch, caps
     onnx.save(matmul_model(n=128), str(src))
     real_copy = model_io._Streamer.copy
 
-    def copy(self, tensor, out):
-        real_copy(self, tensor, out)
+    def copy(self, tensor, out, position):
+        real_copy(self, tensor, out, position)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(model_io._Streamer, "copy", copy)

@@ -348,16 +348,26 @@ def test_real_full_disk(capsys, work, small_mount):
     assert list(small_mount.iterdir()) == []
 
 
-class _FillsUp:
-    """A file object that accepts ``room`` bytes, then fails like a full disk."""
+class _Disk:
+    """``room`` bytes of space shared by every write of one conversion, then ENOSPC."""
 
-    def __init__(self, f, room):
-        self.f, self.room = f, room
+    def __init__(self, room):
+        self.room = room
 
-    def write(self, data):
+    def take(self, data):
         self.room -= len(memoryview(data).cast("B"))
         if self.room < 0:
             raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FillsUp:
+    """A file object whose writes draw on a _Disk."""
+
+    def __init__(self, f, disk):
+        self.f, self.disk = f, disk
+
+    def write(self, data):
+        self.disk.take(data)
         return self.f.write(data)
 
     def __getattr__(self, name):
@@ -370,20 +380,32 @@ class _FillsUp:
         self.f.close()
 
 
+def _fill_up(monkeypatch, room, on_temp=None):
+    """Make every write of the converter, buffered or positional, draw on one small disk."""
+    disk = _Disk(room)
+    real_temp, real_pwrite = model_io._temp_beside, model_io._Output.pwrite
+
+    def temp_beside(*args):
+        f, path = real_temp(*args)
+        if on_temp:
+            on_temp()
+        return _FillsUp(f, disk), path
+
+    def pwrite(self, data, at):
+        disk.take(data)
+        return real_pwrite(self, data, at)
+
+    monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
+    monkeypatch.setattr(model_io._Output, "pwrite", pwrite)
+
+
 @pytest.mark.parametrize("room", [0, 100, 4000], ids=["at-once", "in-header", "in-data"])
 @pytest.mark.parametrize("external", [False, True], ids=["single-file", "external-data"])
 def test_full_disk_simulated(capsys, work, fp32, tmp_path, monkeypatch, room, external):
     out = tmp_path / "out"
     out.mkdir()
-    real = model_io._temp_beside
     state = {"calls": 0}
-
-    def temp_beside(dst, suffix, *args):
-        f, path = real(dst, suffix, *args)
-        state["calls"] += 1
-        return _FillsUp(f, room), path
-
-    monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
+    _fill_up(monkeypatch, room, on_temp=lambda: state.update(calls=state["calls"] + 1))
     argv = ["convert", fp32, out / "b.onnx", *(["--external-data"] if external else [])]
     line = expect_error(
         capsys, argv, contains=["No space left on device", "b.onnx", "nothing was written"], folders=[work, out]
@@ -396,13 +418,7 @@ def test_full_disk_simulated(capsys, work, fp32, tmp_path, monkeypatch, room, ex
 def test_full_disk_keeps_an_existing_output(capsys, work, fp32, monkeypatch):
     """A failed run over an existing OUT leaves the old OUT as it was."""
     expect_ok(capsys, ["convert", fp32, work / "out.onnx", "-q"])
-    real = model_io._temp_beside
-
-    def temp_beside(*args):
-        f, path = real(*args)
-        return _FillsUp(f, 5000), path
-
-    monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
+    _fill_up(monkeypatch, 5000)
     expect_error(
         capsys, ["convert", fp32, work / "out.onnx", "--min-elements", "1"], contains="No space", folders=[work]
     )
