@@ -27,7 +27,7 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def convert(tool: str, src: str, dst: str, external: bool, standin: bool) -> dict:
+def convert(tool: str, src: str, dst: str, external: bool, standin: bool, options: dict | None = None) -> dict:
     res: dict = {"tool": tool}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     if tool == "core":
@@ -39,7 +39,10 @@ def convert(tool: str, src: str, dst: str, external: bool, standin: bool) -> dic
         else:
             from olive_bf16_pass import ConversionOptions, convert_file
 
-            options = ConversionOptions
+            chosen = options or {}
+
+            def options():
+                return ConversionOptions(**chosen)
         kwargs = {"save_as_external_data": external, "external_data_name": (Path(dst).name + ".data") if external else None}
         t0 = time.perf_counter()
         report = convert_file(src, dst, options(), **kwargs)
@@ -81,10 +84,28 @@ def convert(tool: str, src: str, dst: str, external: bool, standin: bool) -> dic
     return res
 
 
+def evict_from_page_cache(folder: Path) -> None:
+    """Drop the folder's files from the page cache, so every model is measured from a cold start.
+
+    ONNX Runtime memory-maps external data; how much of a mapping counts as resident depends on
+    what the page cache holds, and a file that was just written is all there. Without this, the
+    RSS of external-data models swings by hundreds of MB between runs (the research in issue 4).
+    """
+    os.sync()  # dirty pages cannot be dropped
+    for path in folder.iterdir():
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def ort(model: str, inputs: str, emb_path: str, runs: int, warmup: int) -> dict:
     import numpy as np
     import onnxruntime as ort_
 
+    evict_from_page_cache(Path(model).parent)
     data = np.load(inputs)
     ids, mask = data["input_ids"], data["attention_mask"]
     t0 = time.perf_counter()
@@ -122,6 +143,7 @@ def main(argv=None) -> int:
     c.add_argument("dst")
     c.add_argument("--external", action="store_true")
     c.add_argument("--standin", action="store_true")
+    c.add_argument("--options", type=json.loads, default=None, help="ConversionOptions as JSON (core only)")
     c.add_argument("--result", required=True)
     o = sub.add_parser("ort")
     o.add_argument("model")
@@ -132,7 +154,7 @@ def main(argv=None) -> int:
     o.add_argument("--result", required=True)
     a = ap.parse_args(argv)
     if a.job == "convert":
-        res = convert(a.tool, a.src, a.dst, a.external, a.standin)
+        res = convert(a.tool, a.src, a.dst, a.external, a.standin, a.options)
     else:
         res = ort(a.model, a.inputs, a.emb, a.runs, a.warmup)
     Path(a.result).write_text(json.dumps(res, default=str))
