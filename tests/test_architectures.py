@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (test dependencies: missing ones must fail, not skip)
+import transformers  # noqa: E402
 
 from _fuzz_models import run_session
 

