@@ -58,6 +58,7 @@ def convert_file(
         raise ConversionError(f"{dst}: the output is the input. Choose another output path, or pass in_place=True.")
     started = time.perf_counter()
     source = model_io.read_model(src)
+    bytes_before = source.file_bytes  # before an in-place write replaces the input
     if not in_place:
         _refuse_overwriting_input(source, dst, external_data_name if save_as_external_data else None)
     stats: dict[str, RoundingStats] = {}
@@ -77,7 +78,7 @@ def convert_file(
     _finish(report, stats)
     report.source = str(src)
     report.destination = [str(p) for p in written]
-    report.file_bytes_before = source.file_bytes
+    report.file_bytes_before = bytes_before
     report.file_bytes_after = sum(p.stat().st_size for p in written)
     report.seconds = time.perf_counter() - started
     return report
@@ -86,13 +87,8 @@ def convert_file(
 def _refuse_overwriting_input(source: model_io.SourceModel, dst: Path, data_name: str | None) -> None:
     """The output's files (model, external data) must not replace any file the input reads."""
     outputs = [dst, dst.parent / (data_name or f"{dst.name}.data")]
-    inputs = {source.path} | {
-        model_io._resolve_external(source.base_dir, t)[0]
-        for t in model_io.iter_tensors(source.model)
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    }
     for out in outputs:
-        if any(_same_file(i, out) for i in inputs):
+        if any(_same_file(i, out) for i in source.files):
             raise ConversionError(
                 f"{out}: writing it would overwrite a file of the input model. Choose another output path "
                 "or external data name, or pass in_place=True."

@@ -110,7 +110,11 @@ class SourceModel:
     model: onnx.ModelProto
     path: Path
     base_dir: Path
-    file_bytes: int  # the .onnx file and its external data files together
+    files: frozenset[Path]  # the .onnx file and the external data files it reads, resolved
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
 
 
 def _check_input_path(path: Path) -> None:
@@ -149,7 +153,7 @@ def read_model(path: str | os.PathLike) -> SourceModel:
     for tensor in iter_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             files.add(_resolve_external(base_dir, tensor)[0])
-    return SourceModel(model, path, base_dir, sum(p.stat().st_size for p in files))
+    return SourceModel(model, path, base_dir, frozenset(files))
 
 
 def _scan_skeleton(buf, inline_limit: int) -> tuple[bytes, list[tuple[int, int, int]]]:
@@ -428,12 +432,6 @@ def _inline_tensor(tensor: onnx.TensorProto, streamer: _Streamer) -> None:
 def _clear_external(tensor: onnx.TensorProto) -> None:
     del tensor.external_data[:]
     tensor.ClearField("data_location")
-
-
-def _tensor_with_raw(header: onnx.TensorProto, nbytes: int) -> tuple[bytes, int]:
-    """Serialized tensor header plus the raw_data field prefix; and the total tensor length."""
-    head = header.SerializeToString() + _len_field(_TENSOR_RAW_DATA, nbytes)
-    return head, len(head) + nbytes
 
 
 def write_model(

@@ -112,6 +112,7 @@ def test_output_equal_to_input_needs_in_place(tmp_path):
     with pytest.raises(ConversionError, match="the output is the input.*in_place"):
         convert_file(src, src)
     assert src.read_bytes() == before
-    convert_file(src, src, in_place=True)
+    report = convert_file(src, src, in_place=True)
     onnx.checker.check_model(str(src), full_check=True)
     assert len(src.read_bytes()) < len(before) and list(tmp_path.iterdir()) == [src]
+    assert (report.file_bytes_before, report.file_bytes_after) == (len(before), len(src.read_bytes()))
