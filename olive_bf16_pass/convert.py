@@ -116,7 +116,7 @@ def _edit(model: onnx.ModelProto, options: ConversionOptions, stats: dict[str, R
             f"the model has sparse initializers ({', '.join(sparse[:3])}); they are not supported. "
             "Densify them first (onnx.numpy_helper / onnx-ir), then convert."
         )
-    weight_bytes = sum(selection._nbytes(t) for t in model_io.iter_tensors(model))
+    weight_bytes = sum(model_io.expected_nbytes(t) or 0 for t in model_io.iter_tensors(model))
     chosen, skipped = selection.select(model, options)
     if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
         raise ConversionError(
@@ -131,13 +131,13 @@ def _edit(model: onnx.ModelProto, options: ConversionOptions, stats: dict[str, R
             shape=list(c.tensor.dims),
             bytes_before=c.elements * 4,
             bytes_after=c.elements * 2,
-            widened=_widening(c, options),
+            widened="",
         )
         for c in chosen
     ]
-    renamed = graph.apply(model, chosen, options, stats)
+    done = graph.apply(model, chosen, options, stats)
     for record in records:
-        record.stored_name = renamed[record.name]
+        record.stored_name, record.widened = done[record.name]
     saved = sum(r.bytes_before - r.bytes_after for r in records)
     return Report(
         converted=records,
@@ -148,20 +148,14 @@ def _edit(model: onnx.ModelProto, options: ConversionOptions, stats: dict[str, R
     )
 
 
-def _widening(cand: selection.Candidate, options: ConversionOptions) -> str:
-    gathers = sum(graph._reads_gather_table(u) for u in cand.consumers) if options.cast_after_gather else 0
-    if gathers == 0:
-        return "cast"
-    return "after_gather" if gathers == len(cand.consumers) else "cast+after_gather"
+_STAT_FIELDS = ("max_abs_error", "max_rel_error", "nan_count", "inf_count", "saturated_count", "overflow_count")
 
 
 def _finish(report: Report, stats: dict[str, RoundingStats]) -> None:
     for record in report.converted:
         s = stats.get(record.stored_name)
-        if s is not None:
-            record.max_abs_error, record.max_rel_error = s.max_abs_error, s.max_rel_error
-            record.nan_count, record.inf_count = s.nan_count, s.inf_count
-            record.saturated_count, record.overflow_count = s.saturated_count, s.overflow_count
+        for name in _STAT_FIELDS if s is not None else ():
+            setattr(record, name, getattr(s, name))
 
 
 def _check(result: onnx.ModelProto, load_original) -> None:

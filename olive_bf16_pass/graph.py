@@ -75,8 +75,11 @@ def _reads_gather_table(use: Consumer) -> bool:
 
 def apply(
     model: onnx.ModelProto, chosen: list[Candidate], options: ConversionOptions, stats: dict[str, RoundingStats]
-) -> dict[str, str]:
-    """Convert ``chosen`` in ``model``; return {original name: stored BF16 name}.
+) -> dict[str, tuple[str, str]]:
+    """Convert ``chosen`` in ``model``; return {original name: (stored BF16 name, how it is widened)}.
+
+    "cast": one Cast after the tensor; "after_gather": Casts after the Gathers that read it;
+    "cast+after_gather": both, when it has other consumers too.
 
     ``stats`` receives, under the stored name, the rounding figures of tensors converted now;
     tensors still on disk get theirs when the writer streams them.
@@ -84,13 +87,12 @@ def apply(
     graphs = list(iter_graphs(model.graph))
     names = _Names(model)
     inserts: dict[int, dict[int, list[onnx.NodeProto]]] = defaultdict(lambda: defaultdict(list))
-    renamed: dict[str, str] = {}
+    renamed: dict[str, tuple[str, str]] = {}
     vanished: set[str] = set()
     graph_inputs = {v.name: v for v in model.graph.input}
 
     for cand in chosen:
         stored = names.new(f"{cand.name}_bf16")
-        renamed[cand.name] = stored
         cand.tensor.name = stored
         tensor_to_bfloat16(cand.tensor, options, stats.setdefault(stored, RoundingStats()))
         if cand.kind == "constant":
@@ -113,6 +115,8 @@ def apply(
             inserts[cand.graph_index][slot].append(_cast(names, stored, cand.name))
         else:
             vanished.add(cand.name)
+        how = "cast+after_gather" if gathers and cand.name not in vanished else "after_gather" if gathers else "cast"
+        renamed[cand.name] = (stored, how)
 
     for graph_index in reversed(range(len(graphs))):  # children first: parents copy them
         if graph_index in inserts:

@@ -21,7 +21,7 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     external_files: Counter = Counter()
     for tensor in model_io.iter_tensors(model):
         name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
-        by_dtype[name] += selection._nbytes(tensor)
+        by_dtype[name] += model_io.expected_nbytes(tensor) or 0
         count[name] += 1
         info = model_io.external_info(tensor)
         if tensor.data_location == onnx.TensorProto.EXTERNAL and info.get("location") != Path(path).name:

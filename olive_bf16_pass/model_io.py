@@ -258,18 +258,21 @@ def _resolve_external(base_dir: Path, tensor: onnx.TensorProto) -> tuple[Path, i
 
 
 def expected_nbytes(tensor: onnx.TensorProto) -> int | None:
-    """Bytes of the tensor's data for fixed-size types, else None (strings)."""
-    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-        return None
+    """Bytes of the tensor's data for fixed-size types (4-bit types packed two to a byte), else None."""
     elements = int(np.prod(tensor.dims, dtype=np.int64))
-    bits = {
-        onnx.TensorProto.INT4: 4,
-        onnx.TensorProto.UINT4: 4,
-    }.get(tensor.data_type)
-    if bits is not None:
-        return (elements * bits + 7) // 8
-    return elements * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    if tensor.data_type in _FOUR_BIT:
+        return (elements + 1) // 2
+    try:
+        return elements * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):  # strings, undefined, types newer than this onnx
+        return None
 
+
+_FOUR_BIT = {
+    getattr(onnx.TensorProto, name)
+    for name in ("INT4", "UINT4", "FLOAT4E2M1")
+    if hasattr(onnx.TensorProto, name)
+}
 
 def read_external_bytes(base_dir: Path, tensor: onnx.TensorProto) -> bytes:
     """The whole data of one external tensor, for the few tensors that must be in memory."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from olive_bf16_pass.model_io import iter_graphs
+from olive_bf16_pass.model_io import expected_nbytes, iter_graphs
 from olive_bf16_pass.options import ConversionOptions
 
 # Inputs whose value drives shapes or quantization math: FP32 is part of their meaning.
@@ -113,16 +113,8 @@ def select(model: onnx.ModelProto, options: ConversionOptions) -> tuple[list[Can
             elif cand.kind == "constant" and cand.tensor.data_type not in _REDUCIBLE:
                 continue  # shape and index constants: not weights, not worth a line in the report
             else:
-                skipped.append(Skipped(cand.name, cand.reason, _nbytes(cand.tensor)))
+                skipped.append(Skipped(cand.name, cand.reason, expected_nbytes(cand.tensor) or 0))
     return chosen, skipped
-
-
-def _nbytes(tensor: onnx.TensorProto) -> int:
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except (KeyError, ValueError, TypeError):
-        return 0
-    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
 
 
 def _reason(cand: Candidate, options: ConversionOptions, is_graph_input: bool, graph_outputs: set[str]) -> str | None:
