@@ -259,6 +259,8 @@ def _resolve_external(base_dir: Path, tensor: onnx.TensorProto) -> tuple[Path, i
 
 def expected_nbytes(tensor: onnx.TensorProto) -> int | None:
     """Bytes of the tensor's data for fixed-size types (4-bit types packed two to a byte), else None."""
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return None
     elements = int(np.prod(tensor.dims, dtype=np.int64))
     if tensor.data_type in _FOUR_BIT:
         return (elements + 1) // 2

@@ -100,3 +100,15 @@ def test_rounding_while_streaming_equals_rounding_in_memory(tmp_path):
         next(t for t in onnx.load(tmp_path / "out.onnx").graph.initializer if t.name == "E_bf16").raw_data, np.uint16
     )
     assert data.size == 3000 * 64
+
+
+def test_expected_sizes_of_every_kind_of_tensor():
+    from olive_bf16_pass.model_io import expected_nbytes
+
+    def size(data_type, dims=(3, 5)):
+        return expected_nbytes(onnx.TensorProto(dims=list(dims), data_type=data_type))
+
+    assert size(onnx.TensorProto.FLOAT) == 60 and size(onnx.TensorProto.BFLOAT16) == 30
+    assert size(onnx.TensorProto.INT4) == 8 and size(onnx.TensorProto.UINT4, (4,)) == 2  # packed, rounded up
+    assert size(onnx.TensorProto.STRING) is None and size(onnx.TensorProto.UNDEFINED) is None
+    assert size(onnx.TensorProto.FLOAT, ()) == 4  # a scalar
