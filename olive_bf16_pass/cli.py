@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import glob
 import json
 import logging
 import sys
@@ -231,15 +230,6 @@ class _ProgressBar:
                 print(file=sys.stderr)
 
 
-def _stale_temps(output: Path) -> list[Path]:
-    """Temporary files of an earlier run into ``output`` that was killed (SIGKILL, power loss)."""
-    folder = output.parent if str(output.parent) else Path(".")
-    try:
-        return sorted(folder.glob(f".{glob.escape(output.name)}.*.tmp"))
-    except OSError:
-        return []
-
-
 def _convert(args) -> int:
     from olive_bf16_pass.convert import convert_file
     from olive_bf16_pass.errors import ConversionError
@@ -249,7 +239,9 @@ def _convert(args) -> int:
 
     # Left by a killed run: not deleted here, since a conversion running now into the same
     # output would own them too; a run that fails or is interrupted removes its own.
-    stale = _stale_temps(args.output)
+    from olive_bf16_pass.model_io import temporaries_of
+
+    stale = temporaries_of(args.output)
     if stale:
         print(
             f"olive-bf16: warning: {len(stale)} temporary file(s) of an interrupted run are beside the output: "

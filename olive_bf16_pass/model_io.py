@@ -10,6 +10,7 @@ temporary files beside the destination that are renamed into place only when com
 
 from __future__ import annotations
 
+import glob
 import logging
 import mmap
 import os
@@ -494,6 +495,15 @@ def write_model(
         raise
     finally:
         streamer.close()
+
+
+def temporaries_of(dst: Path) -> list[Path]:
+    """Temporary files a write into ``dst`` makes (left behind only by a killed run)."""
+    folder = dst.parent if str(dst.parent) else Path(".")
+    try:
+        return sorted(folder.glob(f".{glob.escape(dst.name)}.*.tmp"))
+    except OSError:
+        return []
 
 
 def _temp_beside(dst: Path, suffix: str, created: list[Path]) -> tuple[object, Path]:
