@@ -11,7 +11,10 @@ Two evaluators, registered in Olive's evaluator registry when this module is imp
         retrieval-top10_overlap                      mean |topk_fp32 & topk_bf16| / k
         retrieval-top1_agreement                     share of sentences whose nearest neighbour agrees
         latency-p50, latency-p90                     ms per run of the BF16 model on one input, target EP
+        latency-source_p50, latency-source_p90       the same for the FP32 source on the CPU EP
         size-bytes, size-source_bytes, size-ratio    on disk, external data included
+
+    and prints them as a two-column FP32 / BF16 table when it is done.
 
 ``RerankerFidelityEvaluator``
     for cross-encoders (BCE reranker). Scores query/passage pairs built from the corpus and
