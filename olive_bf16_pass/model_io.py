@@ -35,6 +35,13 @@ CONVERT_MARK = "olive_bf16_pass.source_type"
 INLINE_LIMIT = 1024  # raw_data of at least this many bytes stays on disk in the skeleton
 PROTOBUF_LIMIT = 2**31 - 1  # a single-file model must serialize below 2 GB
 _ALIGN = 4096  # external data offsets: page-aligned, so runtimes may map them
+# Non-float tensors under this many bytes stay in the .onnx whatever size_threshold says:
+# ONNX Runtime cannot shape-infer through external shape/axes tensors ("Cannot parse data from
+# external tensors", e.g. Slice starts), so size_threshold=0 would give a model it refuses.
+_SHAPE_LIKE_BYTES = 1024
+_FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+)
 _CHUNK_BYTES = 16 << 20
 
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
@@ -595,9 +602,12 @@ def _write_with_external_data(
                     _inline_tensor(tensor, streamer)
             for tensor in (t for g in iter_graphs(model.graph) for t in g.initializer):
                 external = tensor.data_location == onnx.TensorProto.EXTERNAL
-                if not external and (not tensor.HasField("raw_data") or len(tensor.raw_data) < spec.size_threshold):
+                threshold = spec.size_threshold
+                if tensor.data_type not in _FLOAT_TYPES:  # shapes, axes, starts: shape inference reads them
+                    threshold = max(threshold, _SHAPE_LIKE_BYTES)
+                if not external and (not tensor.HasField("raw_data") or len(tensor.raw_data) < threshold):
                     continue
-                if external and streamer.out_nbytes(tensor) < spec.size_threshold:
+                if external and streamer.out_nbytes(tensor) < threshold:
                     _inline_tensor(tensor, streamer)
                     continue
                 offset += -offset % _ALIGN  # the gap is a hole: reads as zeros

@@ -116,3 +116,31 @@ def test_output_equal_to_input_needs_in_place(tmp_path):
     onnx.checker.check_model(str(src), full_check=True)
     assert len(src.read_bytes()) < len(before) and list(tmp_path.iterdir()) == [src]
     assert (report.file_bytes_before, report.file_bytes_after) == (len(before), len(src.read_bytes()))
+
+
+def test_small_shape_tensors_stay_inline_even_with_size_threshold_0(tmp_path):
+    """ONNX Runtime refuses a model whose Slice starts/ends are external: they stay in the .onnx."""
+    from onnx import TensorProto, helper
+
+    from helpers import make_model, tensor
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["m"]),
+        helper.make_node("Shape", ["m"], ["s"]),
+        helper.make_node("Slice", ["s", "starts", "ends"], ["s2"]),
+        helper.make_node("Concat", ["s2", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["m", "shape"], ["y"]),
+    ]
+    ints = {"starts": [0], "ends": [1], "minus1": [-1]}
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
+        [tensor("W", rand((64, 64)))] + [tensor(k, np.array(v, np.int64)) for k, v in ints.items()],
+    )
+    src = save(model, tmp_path / "m.onnx")
+    convert_file(src, tmp_path / "o.onnx", save_as_external_data=True, size_threshold=0)
+    stored = onnx.load(tmp_path / "o.onnx", load_external_data=False).graph.initializer
+    assert {t.name for t in stored if t.data_location == TensorProto.EXTERNAL} == {"W_bf16"}
+    x = rand((2, 64), 1)
+    np.testing.assert_allclose(run(tmp_path / "o.onnx", {"x": x})[0], run(model, {"x": x})[0], atol=0.1)
