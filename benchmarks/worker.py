@@ -134,6 +134,45 @@ def ort(model: str, inputs: str, emb_path: str, runs: int, warmup: int) -> dict:
     }
 
 
+def paired_latency(reference: str, candidate: str, inputs: str, rounds: int, runs: int) -> dict:
+    """Latency of ``candidate`` over ``reference``, both loaded in this one process.
+
+    Separate processes on a shared machine drift by 10% between sessions; interleaving the two
+    models in short alternating bursts and taking the median of the per-round ratios cancels most
+    of that drift (the issue 4 research measured +-4%).
+    """
+    import statistics
+
+    import numpy as np
+    import onnxruntime as ort_
+
+    data = np.load(inputs)
+    feed = {"input_ids": data["input_ids"][:1], "attention_mask": data["attention_mask"][:1]}
+    sessions = [ort_.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in (reference, candidate)]
+    names = [s.get_outputs()[0].name for s in sessions]
+    for s, n in zip(sessions, names):
+        for _ in range(3):
+            s.run([n], feed)
+
+    def burst(i: int) -> float:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sessions[i].run([names[i]], feed)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    ratios, ref_p50, cand_p50 = [], [], []
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        got = {i: burst(i) for i in order}
+        ref_p50.append(got[0])
+        cand_p50.append(got[1])
+        ratios.append(got[1] / got[0])
+    return {"ratio": statistics.median(ratios), "ratios": ratios,
+            "reference_p50_s": statistics.median(ref_p50), "candidate_p50_s": statistics.median(cand_p50)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.worker")
     sub = ap.add_subparsers(dest="job", required=True)
@@ -152,9 +191,18 @@ def main(argv=None) -> int:
     o.add_argument("--runs", type=int, default=20)
     o.add_argument("--warmup", type=int, default=3)
     o.add_argument("--result", required=True)
+    q = sub.add_parser("paired")
+    q.add_argument("reference")
+    q.add_argument("candidate")
+    q.add_argument("inputs")
+    q.add_argument("--rounds", type=int, default=9)
+    q.add_argument("--runs", type=int, default=7)
+    q.add_argument("--result", required=True)
     a = ap.parse_args(argv)
     if a.job == "convert":
         res = convert(a.tool, a.src, a.dst, a.external, a.standin, a.options)
+    elif a.job == "paired":
+        res = paired_latency(a.reference, a.candidate, a.inputs, a.rounds, a.runs)
     else:
         res = ort(a.model, a.inputs, a.emb, a.runs, a.warmup)
     Path(a.result).write_text(json.dumps(res, default=str))
