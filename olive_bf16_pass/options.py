@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from olive_bf16_pass.rounding import ROUNDINGS
+
+
+_NAME_LISTS = ("op_block_list", "node_block_list", "include_initializers", "exclude_initializers")
 
 
 @dataclass(frozen=True)
@@ -34,19 +37,13 @@ class ConversionOptions:
     convert_constants: bool = True
     convert_graph_input_initializers: bool = False
     cast_after_gather: bool = True
-    _lists: tuple[str, ...] = field(
-        default=("op_block_list", "node_block_list", "include_initializers", "exclude_initializers"),
-        init=False,
-        repr=False,
-        compare=False,
-    )
 
     def __post_init__(self):
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {self.rounding!r}")
         if not isinstance(self.min_elements, int) or self.min_elements < 0:
             raise ValueError(f"min_elements must be a non-negative integer; got {self.min_elements!r}")
-        for name in self._lists:  # accept any iterable of names, store tuples (hashable, immutable)
+        for name in _NAME_LISTS:  # accept any iterable of names, store tuples (hashable, immutable)
             value = getattr(self, name)
             if value is not None:
                 if isinstance(value, str):
@@ -60,4 +57,4 @@ class ConversionOptions:
         return cls(**{k: v for k, v in values.items() if k in names and v is not None})
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k != "_lists"}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

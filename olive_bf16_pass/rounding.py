@@ -1,10 +1,10 @@
-"""FP32 bit patterns to BF16 bit patterns, in numpy only.
+"""FP32 bit patterns to BF16 bit patterns, with numpy and ml_dtypes.
 
-BF16 is the top half of a float32, so conversion is integer work on the bit pattern. The
-rounding is exact to ``ml_dtypes.bfloat16`` (round to nearest, ties to even) for every finite
-and infinite float32; NaNs are handled apart because the rounding formula would carry some
-NaN payloads into Inf. Arrays are processed in cache-sized chunks into a caller's buffer so
-that a 1 GB tensor never costs more than its BF16 output in extra memory.
+BF16 is the top half of a float32. Nearest-even rounding is delegated to ``ml_dtypes`` (the
+reference, and faster than a numpy formula); truncation (with NaN payloads kept NaN),
+saturation of out-of-range finite values, and the error figures are ours. Arrays are processed
+in cache-sized chunks into a caller's buffer, so a 1 GB tensor costs no more than its BF16
+output in extra memory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 ROUNDINGS = ("nearest_even", "truncate")
 
 BF16_MAX_BITS = 0x7F7F  # 3.3895314e38, the largest finite bfloat16
-_EXP_MASK = np.uint32(0x7F800000)
 _CHUNK = 1 << 18  # elements per chunk: 1 MiB of float32 stays in L2
 
 
