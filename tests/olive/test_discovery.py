@@ -114,3 +114,11 @@ def test_the_lookup_falls_back_only_for_unknown_types(monkeypatch):
     assert config.get_pass_module_config("OnnxFloatToFloat16").module_path.startswith("olive.passes.")
     with pytest.raises(ValueError, match="not found"):
         config.get_pass_module_config("NoSuchPass")
+
+
+def test_the_startup_hook_watches_exactly_the_modules_discovery_extends():
+    """The hook cannot import the package at start-up, so the two lists are kept in step here."""
+    from olive_bf16_pass.olive import startup_hook
+    from olive_bf16_pass.olive.discovery import EXTENSIONS
+
+    assert set(startup_hook.TARGETS) == set(EXTENSIONS)
