@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(exc: Exception, conversion_error: type, args) -> str:
     """The message of ``exc`` as one line, in the command's words."""
+    from olive_bf16_pass.optional import MissingDependency
+
     if isinstance(exc, conversion_error):
         message = str(exc).replace("pass in_place=True", "pass --in-place")
     elif isinstance(exc, OSError):
@@ -186,7 +188,7 @@ def _one_line(exc: Exception, conversion_error: type, args) -> str:
         elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             message += "; choose a folder you can write to"
         message += "; nothing was written" if getattr(args, "command", None) == "convert" else ""
-    elif isinstance(exc, ValueError):
+    elif isinstance(exc, (ValueError, MissingDependency)):
         message = str(exc)
     else:
         message = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback, and report it)"
@@ -283,7 +285,12 @@ def _inspect(args) -> int:
 
 def _package_config(args) -> int:
     from olive_bf16_pass.olive.discovery import merged_package_config
+    from olive_bf16_pass.optional import OLIVE_HELP, MissingDependency, olive_range
 
+    try:
+        import olive.package_config  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependency(f"package-config needs Olive. {OLIVE_HELP.format(range=olive_range())}") from exc
     text = json.dumps(merged_package_config(), indent=2) + "\n"
     if args.output:
         args.output.write_text(text)

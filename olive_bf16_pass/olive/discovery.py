@@ -17,6 +17,7 @@ Switch it off with ``OLIVE_BF16_PASS_DISCOVERY=0``; then use the supported route
 from __future__ import annotations
 
 import json
+import warnings
 
 PLUGIN_PASSES = {
     "OnnxFloatToBFloat16": {
@@ -30,8 +31,22 @@ PLUGIN_PASSES = {
 }
 
 
+_warned: set[str] = set()
+
+
 def extend(module) -> None:
-    """Called by the start-up hook right after one of the watched Olive modules has loaded."""
+    """Called by the start-up hook right after one of the watched Olive modules has loaded.
+
+    An Olive outside the tested range is left exactly as it is, with one warning that says so.
+    """
+    from olive_bf16_pass.optional import untested_olive_message
+
+    message = untested_olive_message()
+    if message is not None:
+        if message not in _warned:
+            _warned.add(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return
     EXTENSIONS[module.__name__](module)
 
 

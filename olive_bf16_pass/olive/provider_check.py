@@ -36,8 +36,9 @@ def wrap_run_engine(module) -> None:
         except ValueError as e:
             if _OLIVE_MISSING_EP not in str(e) or isinstance(e, EvaluationError):
                 raise
-            import onnxruntime as ort
+            from olive_bf16_pass.optional import import_onnxruntime
 
+            ort = import_onnxruntime("checking the recipe's execution provider")
             available = ort.get_available_providers()
             wanted = []
             target = getattr(getattr(run_config, "engine", None), "target", None)

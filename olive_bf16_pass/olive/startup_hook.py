@@ -21,12 +21,29 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+_failed = []
+
+
 def _extend(module) -> None:
+    """Hand ``module`` to the plugin; whatever goes wrong there, Olive itself keeps working."""
     try:
         from olive_bf16_pass.olive.discovery import extend
     except ImportError:  # the package was removed but this hook was left behind
         return
-    extend(module)
+    try:
+        extend(module)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must never break `import olive`
+        if not _failed:
+            import warnings
+
+            warnings.warn(
+                f"olive-bf16-pass could not extend {module.__name__} ({type(exc).__name__}: {exc}); Olive runs"
+                f" without its pass and evaluators. Set {ENV_SWITCH}=0 to silence this, or reinstall a tested"
+                " olive-ai (see olive-bf16-pass's README).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        _failed.append(module.__name__)
 
 
 class OliveExtensionHook(importlib.abc.MetaPathFinder):

@@ -122,3 +122,77 @@ def test_the_startup_hook_watches_exactly_the_modules_discovery_extends():
     from olive_bf16_pass.olive.discovery import EXTENSIONS
 
     assert set(startup_hook.TARGETS) == set(EXTENSIONS)
+
+
+# --- an Olive outside the tested range, and a plugin that fails, leave Olive as it was -------
+
+
+class _FakePackageConfig:
+    def get_pass_module_config(self, pass_type):
+        raise ValueError(f"Package configuration for pass of type '{pass_type}' not found")
+
+
+def _fake_package_config_module():
+    import types
+
+    return types.SimpleNamespace(__name__="olive.package_config", OlivePackageConfig=_FakePackageConfig)
+
+
+def test_an_untested_olive_is_left_alone_with_one_clear_warning(monkeypatch):
+    import importlib.metadata
+
+    from olive_bf16_pass.olive import discovery
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "0.14.2" if name == "olive-ai" else real_version(name)
+    )
+    monkeypatch.setattr(discovery, "_warned", set())
+    module = _fake_package_config_module()
+    original = _FakePackageConfig.get_pass_module_config
+    with pytest.warns(RuntimeWarning, match=r"tested with olive-ai >=0\.13,<0\.14.*has 0\.14\.2.*OLIVE_BF16_PASS_DISCOVERY=0"):
+        discovery.extend(module)
+    assert _FakePackageConfig.get_pass_module_config is original  # not patched
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        discovery.extend(module)  # once is enough
+
+
+def test_the_tested_olive_is_extended(monkeypatch):
+    from olive_bf16_pass.olive import discovery
+    from olive_bf16_pass.optional import untested_olive_message
+
+    assert untested_olive_message() is None  # the Olive the tests run with is in range
+    module = _fake_package_config_module()
+    original = _FakePackageConfig.get_pass_module_config
+    try:
+        discovery.extend(module)
+        assert _FakePackageConfig.get_pass_module_config is not original
+        assert _FakePackageConfig().get_pass_module_config("OnnxFloatToBFloat16").module_path.endswith(
+            "OnnxFloatToBFloat16"
+        )
+    finally:
+        _FakePackageConfig.get_pass_module_config = original
+
+
+def test_a_failing_plugin_never_breaks_the_olive_module_it_extends(monkeypatch):
+    import importlib.util
+
+    from olive_bf16_pass.olive import discovery
+
+    hook_file = Path(discovery.__file__).with_name("startup_hook.py")
+    spec = importlib.util.spec_from_file_location("_hook_under_test", hook_file)
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)  # registers nothing new: install() is idempotent
+
+    def broken(module):
+        raise AttributeError("'OlivePackageConfig' has no attribute 'get_pass_module_config'")
+
+    monkeypatch.setattr(discovery, "extend", broken)
+    module = _fake_package_config_module()
+    with pytest.warns(RuntimeWarning, match="could not extend olive.package_config.*OLIVE_BF16_PASS_DISCOVERY=0"):
+        hook._extend(module)
+    hook._extend(module)  # a second failure: no exception either
+    assert hook._failed == ["olive.package_config", "olive.package_config"]
