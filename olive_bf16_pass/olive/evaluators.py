@@ -13,6 +13,8 @@ Two evaluators, registered in Olive's evaluator registry when this module is imp
         latency-p50, latency-p90                     ms per run of the BF16 model on one input, target EP
         latency-source_p50, latency-source_p90       the same for the FP32 source on the CPU EP
         size-bytes, size-source_bytes, size-ratio    on disk, external data included
+        placement-ep_op_share                        share of operators the target EP ran (placement.py)
+        placement-npu_subgraphs                      NPU subgraphs that ran (NPU EPs only, when known)
 
     and prints them as a two-column FP32 / BF16 table when it is done.
 
@@ -37,7 +39,10 @@ tokenizer comes from ``tokenizer`` or, failing that, ``model_attributes["_name_o
 Every failure is raised as :class:`EvaluationError`, a ``ValueError``: Olive's engine
 re-raises ``ValueError`` (``olive.exception.EXCEPTIONS_TO_RAISE``) where it would log and
 swallow any other exception, so ``olive run`` exits non-zero instead of exiting 0 with no
-model. ``thresholds`` turns a metric that misses its bound into such a failure too.
+model. ``thresholds`` turns a metric that misses its bound into such a failure too, and so does a
+silent fallback: ``min_ep_op_share`` (default: a non-CPU EP must run some operators) is checked
+against where the model really ran (profiler and Vitis AI EP figures, see placement.py), not
+against ``session.get_providers()``, which lists the Vitis AI EP first even when it ran nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from olive.evaluator.olive_evaluator import OliveEvaluator
 from olive.evaluator.registry import Registry
 
 from olive_bf16_pass.olive.passes import SOURCE_MODEL_ATTRIBUTE
+from olive_bf16_pass.olive.placement import Placement, PlacementFormatError, PlacementProbe, fallback_failure
 
 if TYPE_CHECKING:
     from olive.hardware.accelerator import Device
@@ -84,6 +90,8 @@ _HIGHER_IS_BETTER = {
     "size-bytes": False,
     "size-source_bytes": False,
     "size-ratio": False,
+    "placement-ep_op_share": True,
+    "placement-npu_subgraphs": False,  # fewer pieces: fewer NPU/CPU hand-overs
 }
 
 
@@ -401,6 +409,7 @@ class _FidelityEvaluator(OliveEvaluator):
         "warmup_runs": 3,
         "thresholds": None,
         "cpu_twin": None,
+        "min_ep_op_share": None,  # None: a non-CPU EP must run some operators; a number: at least that share
     }
 
     def __init__(self, **kwargs):
@@ -430,6 +439,9 @@ class _FidelityEvaluator(OliveEvaluator):
             raise
         except Exception as e:  # every other failure becomes loud too (see EvaluationError)
             raise EvaluationError(f"{type(self).__name__} failed: {type(e).__name__}: {e}") from e
+        finally:
+            if getattr(self, "_probe", None) is not None:
+                self._probe.close()
         logger.info("%s results:\n%s", type(self).__name__, json.dumps(results, indent=2))
         print(side_by_side(results, self._provider), flush=True)  # the run's answer, whatever the log level
         self._check_thresholds(results)
@@ -477,14 +489,19 @@ class _FidelityEvaluator(OliveEvaluator):
         if missing:
             raise EvaluationError(missing_provider_message(missing, available, self.cpu_twin))
         settings = _absolute_provider_paths(settings)
+        options = (settings.get("provider_options") or [{}])[0] or {}
+        self._probe = PlacementProbe(wanted[0] if wanted else REFERENCE_PROVIDER, options)
+        settings = self._probe.settings(settings)  # profiling on until _placement()
         try:
-            session = model.prepare_session(inference_settings=settings, device=device or "cpu")
+            with self._probe.creating():
+                session = model.prepare_session(inference_settings=settings, device=device or "cpu")
         except OliveEvaluationError as e:
             raise EvaluationError(
                 f"ONNX Runtime did not run the BF16 model on {wanted}: {e}. A silent fallback to another"
                 " provider would make the numbers meaningless, so the evaluation stops."
             ) from e
-        if wanted and session.get_providers()[0] != wanted[0]:
+        self._probe.attach(session)
+        if wanted and session.get_providers()[0] != wanted[0]:  # a first check; _placement decides
             raise EvaluationError(
                 f"the session runs on {session.get_providers()} but {wanted[0]} was requested (fallback)"
             )
@@ -536,6 +553,21 @@ class _FidelityEvaluator(OliveEvaluator):
             session.run(None, feed)
             times.append((time.perf_counter() - t0) * 1000.0)
         return {f"{prefix}p50": float(np.percentile(times, 50)), f"{prefix}p90": float(np.percentile(times, 90))}
+
+    def _placement(self) -> dict[str, float]:
+        """Where the fidelity runs really ran (ends profiling: call it before timing runs)."""
+        try:
+            placement = self._probe.measure()
+        except PlacementFormatError as e:
+            logger.warning("cannot tell where the model ran: %s", e)
+            placement = None
+        if placement is None:
+            if self.min_ep_op_share is not None:
+                raise EvaluationError(
+                    f"min_ep_op_share is set but no placement figures could be read for {self._provider}"
+                )
+            return {}
+        return check_placement(placement, self.min_ep_op_share)
 
     @staticmethod
     def _sizes(model_path, source_path) -> dict[str, float]:
@@ -590,6 +622,7 @@ class EmbeddingFidelityEvaluator(_FidelityEvaluator):
             mask = feed.get("attention_mask")
             emb_t.append(pool(target.run([out_t], feed)[0], mask, self.pooling)[:n])
             emb_r.append(pool(reference.run([out_r], feed)[0], mask, self.pooling)[:n])
+        placement = self._placement()
         agree = embedding_agreement(np.concatenate(emb_r), np.concatenate(emb_t), int(self.top_k))
         results = {
             "fidelity-cosine_mean": agree["cosine_mean"],
@@ -600,6 +633,7 @@ class EmbeddingFidelityEvaluator(_FidelityEvaluator):
         results.update(self._latency(target, tokenizer, io, texts[0]))
         results.update(self._latency(reference, tokenizer, io, texts[0], prefix="latency-source_"))
         results.update(self._sizes(model.model_path, source))
+        results.update(placement)
         return results
 
 
@@ -632,6 +666,7 @@ class RerankerFidelityEvaluator(_FidelityEvaluator):
         for feed, n in zip(feeds, sizes):
             s_t.append(_scores(target.run([out_t], feed)[0])[:n])
             s_r.append(_scores(reference.run([out_r], feed)[0])[:n])
+        placement = self._placement()
         shape = (len(queries), len(groups[0]))
         agree = reranker_agreement(np.concatenate(s_r).reshape(shape), np.concatenate(s_t).reshape(shape))
         results = {
@@ -642,6 +677,7 @@ class RerankerFidelityEvaluator(_FidelityEvaluator):
         results.update(self._latency(target, tokenizer, io, q_flat[0], p_flat[0]))
         results.update(self._latency(reference, tokenizer, io, q_flat[0], p_flat[0], prefix="latency-source_"))
         results.update(self._sizes(model.model_path, source))
+        results.update(placement)
         return results
 
 
@@ -660,11 +696,30 @@ def side_by_side(results: dict[str, float], provider: str) -> str:
         if name.startswith(("fidelity-", "retrieval-")):
             reference = 0.0 if name.endswith("max_abs_diff") else 1.0
             rows.append((name, reference, value, ""))
+    # the reference runs wholly on the CPU EP by construction; it has no NPU subgraphs
+    rows += [(name, 1.0 if name.endswith("share") else "-", results[name], "")
+             for name in ("placement-ep_op_share", "placement-npu_subgraphs") if name in results]
     head = ("", f"FP32 ({REFERENCE_PROVIDER})", f"BF16 ({provider})", "ratio")
     width = max(len(r[0]) for r in rows)
     lines = [f"{head[0]:<{width}}  {head[1]:>26}  {head[2]:>26}  {head[3]:>7}"]
-    lines += [f"{n:<{width}}  {a:>26.6g}  {b:>26.6g}  {r:>7}" for n, a, b, r in rows]
+    lines += [f"{n:<{width}}  {_cell(a)}  {_cell(b)}  {r:>7}" for n, a, b, r in rows]
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return f"{value:>26}" if isinstance(value, str) else f"{value:>26.6g}"
+
+
+def check_placement(placement: Placement, min_share: Optional[float]) -> dict[str, float]:
+    """The placement metrics, or an EvaluationError when the target EP ran too little of the model."""
+    logger.info("placement: %s", placement.describe())
+    failure = fallback_failure(placement, min_share)
+    if failure:
+        raise EvaluationError(failure)
+    metrics = {"placement-ep_op_share": placement.ep_op_share}
+    if placement.npu_subgraphs is not None:
+        metrics["placement-npu_subgraphs"] = placement.npu_subgraphs
+    return metrics
 
 
 def _scores(logits: np.ndarray) -> np.ndarray:

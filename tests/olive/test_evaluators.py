@@ -88,8 +88,9 @@ def test_embedding_evaluator_on_bf16(encoder_pair, tokenizer_dir, embed):
     assert set(r) == {
         "fidelity-cosine_mean", "fidelity-cosine_min", "retrieval-top10_overlap", "retrieval-top1_agreement",
         "latency-p50", "latency-p90", "latency-source_p50", "latency-source_p90",
-        "size-bytes", "size-source_bytes", "size-ratio",
+        "size-bytes", "size-source_bytes", "size-ratio", "placement-ep_op_share",
     }
+    assert r["placement-ep_op_share"] == 1.0  # the CPU EP ran every node; no NPU subgraph figure for it
     assert 0.99 < r["fidelity-cosine_mean"] < 1.0
     assert r["fidelity-cosine_min"] > 0.98
     assert r["retrieval-top10_overlap"] > 0.8
@@ -106,6 +107,8 @@ def test_side_by_side_table_prints_both_models(encoder_pair, tokenizer_dir, embe
     size_row = next(line for line in table.splitlines() if line.startswith("size on disk"))
     assert f"{r['size-ratio']:.3f}x" in size_row
     assert all(name in table for name in ("latency p50", "fidelity-cosine_mean", "retrieval-top10_overlap"))
+    share_row = next(line for line in table.splitlines() if line.startswith("placement-ep_op_share"))
+    assert share_row.split()[1:] == ["1", "1"]
 
 
 def test_embedding_evaluator_cls_pooling_and_tokenizer_from_attributes(encoder_pair, tokenizer_dir, onnx_handler):
@@ -203,12 +206,33 @@ def test_missing_provider_names_it_and_the_cpu_twin(encoder_pair, tokenizer_dir,
     assert "olive run --config recipes/bce_cpu.json" in message
 
 
-def test_broken_model_becomes_evaluation_error(tmp_path, encoder_pair, tokenizer_dir, embed):
+def test_silent_fallback_fails_the_evaluation(encoder_pair, tokenizer_dir, embed, monkeypatch, tmp_path):
+    """The placement figures decide, not session.get_providers(): a measured fallback stops the run."""
+    from olive_bf16_pass.olive import placement as pl
+
+    fp32, bf16 = encoder_pair
+    fell_back = pl.Placement(pl.VITISAI_PROVIDER, {"CPU": 12, "VAIML": 0}, 0, "vitisai_log", 0, {"MatMul": 5, "Add": 7})
+    monkeypatch.setattr(pl.PlacementProbe, "measure", lambda self: fell_back)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ev.EvaluationError, match=r"VitisAIExecutionProvider ran 0\.0%.*Add x7, MatMul x5"):
+        embed(bf16, fp32, tokenizer_dir, pooling="mean")
+    partial = pl.Placement(pl.VITISAI_PROVIDER, {"CPU": 2, "VAIML": 8}, 8, "vitisai_log", 1)
+    monkeypatch.setattr(pl.PlacementProbe, "measure", lambda self: partial)
+    with pytest.raises(ev.EvaluationError, match="required >= 0.9"):
+        embed(bf16, fp32, tokenizer_dir, pooling="mean", min_ep_op_share=0.9)
+    r = embed(bf16, fp32, tokenizer_dir, pooling="mean", min_ep_op_share=0.75)
+    assert r["placement-ep_op_share"] == 0.8 and r["placement-npu_subgraphs"] == 1
+    assert not list(tmp_path.glob("onnxruntime_profile*"))  # closed and removed even when measure is skipped
+
+
+def test_broken_model_becomes_evaluation_error(tmp_path, encoder_pair, tokenizer_dir, embed, monkeypatch):
     fp32, _ = encoder_pair
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx model")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ev.EvaluationError, match="failed"):
         embed(broken, fp32, tokenizer_dir)
+    assert not list(tmp_path.glob("onnxruntime_profile*"))  # ORT opens it before the load fails
 
 
 # ----------------------------------------------------------------------------- inside Olive
