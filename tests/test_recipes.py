@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 RECIPE_FILES = sorted(RECIPES.glob("*.json"))
-WORKFLOWS = [p for p in RECIPE_FILES if p.name != "vaiml_config.json"]
+VAIML_CONFIGS = [p for p in RECIPE_FILES if p.stem.startswith("vaiml_config")]
+WORKFLOWS = [p for p in RECIPE_FILES if p not in VAIML_CONFIGS]
 RYZENAI = [p for p in WORKFLOWS if p.stem.endswith("_ryzenai")]
 
 os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
@@ -69,10 +70,54 @@ def test_ryzenai_recipe_targets_the_npu(path):
     assert {"config_file", "cache_dir", "cache_key"} <= set(options)
     vaiml = _load(ROOT / options["config_file"])
     assert vaiml["target"] == "VAIML"
-    assert recipe["passes"]["conversion"]["target_opset"] == 17
-    assert recipe["input_model"]["io_config"]["input_names"] == ["input_ids", "attention_mask"]
-    assert recipe["input_model"]["io_config"]["input_shapes"] == [[1, 512], [1, 512]]
     assert (ROOT / recipe["evaluators"]["fidelity"]["cpu_twin"]).is_file()
+
+
+@pytest.mark.parametrize("path", RYZENAI, ids=lambda p: p.stem)
+def test_ryzenai_recipe_exports_like_amds_bf16_samples(path):
+    """TorchScript exporter, opset 17, static 1 x 512 int64 input_ids/attention_mask, one file."""
+    recipe = _load(path)
+    conversion = recipe["passes"]["conversion"]
+    assert conversion["type"] == "OnnxConversion"
+    assert conversion["use_dynamo_exporter"] is False
+    assert conversion["target_opset"] == 17
+    assert conversion.get("save_as_external_data", False) is False
+    io = recipe["input_model"]["io_config"]
+    assert io["input_names"] == ["input_ids", "attention_mask"]
+    assert io["input_shapes"] == [[1, 512], [1, 512]]
+    assert io["input_types"] == ["int64", "int64"]
+    assert not io.get("dynamic_axes") and not io.get("dynamic_shapes")
+    model = recipe["input_model"]
+    assert model["model_script"] == "recipes/encoder_export.py"  # the wrapper that makes TorchScript export work
+    assert model["model_attributes"]["_name_or_path"] == model["model_path"]  # the evaluators' tokenizer
+    from olive.common.import_lib import import_user_module
+
+    assert callable(getattr(import_user_module(str(ROOT / model["model_script"])), model["model_loader"]))
+
+
+@pytest.mark.parametrize("path", RYZENAI, ids=lambda p: p.stem)
+def test_cpu_twin_exports_exactly_like_its_ryzenai_recipe(path):
+    recipe, twin = _load(path), _load(RECIPES / (path.stem.replace("_ryzenai", "_cpu") + ".json"))
+    assert twin["input_model"] == recipe["input_model"]
+    assert twin["passes"]["conversion"] == recipe["passes"]["conversion"]
+
+
+@pytest.mark.parametrize("path", VAIML_CONFIGS, ids=lambda p: p.stem)
+def test_vaiml_config_has_amds_transformer_settings(path):
+    config = _load(path)
+    assert [(p["name"], p["plugin"]) for p in config["passes"]] == [
+        ("init", "vaip-pass_init"), ("vaiml_partition", "vaip-pass_vaiml_partition")
+    ]
+    vaiml = config["passes"][1]["vaiml_config"]
+    assert vaiml["preferred_data_storage"] == "unvectorized"
+    assert vaiml["enable_f32_to_bf16_conversion"] is True
+    assert vaiml["optimize_level"] in (1, 2, 3)
+    if path.stem == "vaiml_config":  # Ryzen AI 1.6 and later
+        assert config["target"] == "VAIML"
+        assert config["targets"] == [{"name": "VAIML", "pass": ["init", "vaiml_partition"]}]
+    else:  # the 1.4 / 1.5 form has no targets
+        assert "target" not in config and "targets" not in config
+        assert vaiml == _load(RECIPES / "vaiml_config.json")["passes"][1]["vaiml_config"]
 
 
 @pytest.mark.parametrize("path", RYZENAI, ids=lambda p: p.stem)
@@ -121,6 +166,8 @@ def tiny_models(tmp_path_factory):
         "xlmr_reranker": (transformers.XLMRobertaForSequenceClassification,
                           transformers.XLMRobertaConfig(**xlmr, num_labels=1)),
         "bert": (transformers.BertModel, transformers.BertConfig(**common)),
+        "distilbert": (transformers.DistilBertModel, transformers.DistilBertConfig(
+            vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=64)),
     }
     out = {}
     for name, (cls, config) in specs.items():
@@ -142,6 +189,7 @@ def test_cpu_twin_end_to_end_on_a_tiny_model(recipe_name, model, tiny_models, tm
 
     recipe = _relocated(_load(RECIPES / f"{recipe_name}.json"), tmp_path)
     recipe["input_model"]["model_path"] = str(tiny_models[model])
+    recipe["input_model"]["model_attributes"]["_name_or_path"] = str(tiny_models[model])
     evaluator = recipe["evaluators"]["fidelity"]
     evaluator["latency_runs"] = 3
     if "corpus_limit" in evaluator:
@@ -151,11 +199,54 @@ def test_cpu_twin_end_to_end_on_a_tiny_model(recipe_name, model, tiny_models, tm
     olive_run(recipe)
     metrics = _metrics(tmp_path)
     assert (tmp_path / "out" / "model.onnx").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").glob("model.onnx*")) == ["model.onnx"]  # one file
     assert 0.4 < metrics["size-ratio"] < 0.7
     if recipe_name == "bce_cpu":
         assert metrics["fidelity-cosine_mean"] > 0.99
     else:
         assert metrics["fidelity-spearman"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("model", "loader"),
+    [("xlmr", "load_feature_extractor"), ("bert", "load_feature_extractor"),
+     ("distilbert", "load_feature_extractor"), ("xlmr_reranker", "load_text_classifier")],
+)
+def test_torchscript_export_of_bert_family_encoders(model, loader, tiny_models, tmp_path):
+    """The recipes' conversion (TorchScript, opset 17, static 1 x 512) on each BERT-family architecture.
+
+    Without the wrapper, BERT and XLM-R fail here under transformers 5 ('multiple values for
+    argument use_cache'); see olive_bf16_pass/olive/export.py.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from olive.model import PyTorchModelHandler
+    from olive.passes.olive_pass import create_pass_from_dict
+    from olive.passes.onnx.conversion import OnnxConversion
+
+    from olive_bf16_pass.olive import export
+
+    recipe = _load(RECIPES / ("bce_reranker_cpu.json" if "reranker" in model else "bce_cpu.json"))
+    io_config = recipe["input_model"]["io_config"]
+    handler = PyTorchModelHandler(model_path=str(tiny_models[model]), model_loader=getattr(export, loader),
+                                  io_config=io_config)
+    conversion = {k: v for k, v in recipe["passes"]["conversion"].items() if k != "type"}
+    out = create_pass_from_dict(OnnxConversion, conversion, disable_search=True).run(handler, str(tmp_path / "onnx"))
+    proto = onnx.load(out.model_path)
+    assert proto.opset_import[0].version == 17
+    assert [(i.name, i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
+            for i in proto.graph.input] == [("input_ids", onnx.TensorProto.INT64, [1, 512]),
+                                            ("attention_mask", onnx.TensorProto.INT64, [1, 512])]
+    assert [o.name for o in proto.graph.output] == io_config["output_names"]
+    ids = np.random.default_rng(0).integers(5, 1000, (1, 512))
+    mask = np.ones((1, 512), np.int64)
+    mask[0, 200:] = 0
+    got = ort.InferenceSession(out.model_path).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        want = getattr(export, loader)(str(tiny_models[model]))(torch.from_numpy(ids), torch.from_numpy(mask))
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
 
 
 @pytest.mark.slow

@@ -13,9 +13,23 @@ from olive.passes.onnx.common import get_external_data_config
 from olive.passes.pass_config import BasePassConfig, PassConfigParam
 
 from olive_bf16_pass.convert import convert_file
+from olive_bf16_pass.olive.vitisai import (
+    VITISAI_EP,
+    has_vitisai_cache_key,
+    model_fingerprint,
+    names_vitisai,
+    runtime_versions,
+    with_versioned_cache_keys,
+)
 from olive_bf16_pass.options import ConversionOptions
 
 SOURCE_MODEL_ATTRIBUTE = "bf16_source_model_path"
+# the Vitis AI EP loads single-file models only (RyzenAI-SW issue #320)
+VITIS_EXTERNAL_DATA = (
+    "OnnxFloatToBFloat16: the target is VitisAIExecutionProvider, which cannot load ONNX external data, and {why}."
+    " Set save_as_external_data: false and keep the model under 2 GB (BF16 halves the FP32 weights),"
+    " or target another execution provider."
+)
 
 
 class OnnxFloatToBFloat16(Pass):
@@ -23,7 +37,8 @@ class OnnxFloatToBFloat16(Pass):
 
     Streams tensors from the input model to the output, so memory stays near one chunk. Records
     the source model's path in the output's ``model_attributes["bf16_source_model_path"]`` so
-    evaluators can compare against it.
+    evaluators can compare against it. For the Vitis AI EP it refuses external data (the EP
+    cannot load it) and versions a given ``cache_key`` (see ``vitisai.py``).
     """
 
     @classmethod
@@ -84,6 +99,10 @@ class OnnxFloatToBFloat16(Pass):
     ) -> ONNXModelHandler:
         if not config.all_tensors_to_one_file:
             raise ValueError("OnnxFloatToBFloat16 writes external data to one file; set all_tensors_to_one_file: true.")
+        settings = config.inference_settings or model.inference_settings
+        vitis = self.accelerator_spec.execution_provider == VITISAI_EP or names_vitisai(settings)
+        if vitis and config.save_as_external_data:
+            raise ValueError(VITIS_EXTERNAL_DATA.format(why="save_as_external_data is true"))
         source = Path(model.model_path)
         output = Path(resolve_onnx_path(output_model_path, source.name))
         report = convert_file(
@@ -94,16 +113,27 @@ class OnnxFloatToBFloat16(Pass):
             external_data_name=config.external_data_name,
             size_threshold=config.size_threshold,
         )
+        in_folder = len(report.destination) > 1
+        if vitis and in_folder:
+            _remove(report.destination)
+            raise ValueError(VITIS_EXTERNAL_DATA.format(why="the BF16 model is over 2 GB, so it needs external data"))
+        if has_vitisai_cache_key(settings):
+            settings = with_versioned_cache_keys(settings, model_fingerprint(report.destination), runtime_versions())
         attributes = {
             **(model.model_attributes or {}),
             SOURCE_MODEL_ATTRIBUTE: str(source.resolve()),
             "bf16_conversion": {"converted": len(report.converted), "size_ratio": round(report.ratio, 4)},
         }
-        in_folder = len(report.destination) > 1
         return ONNXModelHandler(
             model_path=str(output.parent) if in_folder else str(output),
             onnx_file_name=output.name if in_folder else None,
-            inference_settings=config.inference_settings or model.inference_settings,
+            inference_settings=settings,
             use_ort_extensions=model.use_ort_extensions,
             model_attributes=attributes,
         )
+
+
+def _remove(paths: list[str]) -> None:
+    """Delete the files of a refused output, so Olive does not pick them up."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)

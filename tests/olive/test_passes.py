@@ -1,5 +1,7 @@
 """OnnxFloatToBFloat16 through Olive's own machinery, as Olive tests its passes."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -67,3 +69,67 @@ def test_pass_rejects_one_file_per_tensor_clearly(tmp_path):
 def test_bad_option_values_are_refused_by_the_options(tmp_path):
     with pytest.raises(ValueError, match="rounding must be one of"):
         _run_pass(tmp_path, {"rounding": "stochastic"})
+
+
+# ----------------------------------------------------------------------------- Vitis AI target
+
+VITIS = {
+    "execution_provider": ["VitisAIExecutionProvider"],
+    "provider_options": [{"config_file": "vaiml_config.json", "cache_dir": "cache", "cache_key": "bce"}],
+}
+
+
+@pytest.mark.parametrize("by", ["inference_settings", "accelerator"])
+def test_pass_refuses_external_data_for_vitis_ai(tmp_path, by):
+    from olive.hardware.accelerator import AcceleratorSpec
+
+    config = {"save_as_external_data": True}
+    spec = None
+    if by == "inference_settings":
+        config["inference_settings"] = VITIS
+    else:
+        spec = AcceleratorSpec(accelerator_type="npu", execution_provider="VitisAIExecutionProvider")
+    src = save(embedding_mlp(vocab=256, hidden=64), tmp_path / "model.onnx")
+    p = create_pass_from_dict(OnnxFloatToBFloat16, config, disable_search=True, accelerator_spec=spec)
+    with pytest.raises(ValueError, match="VitisAIExecutionProvider, which cannot load ONNX external data") as info:
+        p.run(ONNXModelHandler(str(src)), str(tmp_path / "out"))
+    assert "save_as_external_data: false" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()  # refused before writing anything
+
+
+def test_pass_refuses_a_vitis_ai_output_over_2gb_and_removes_it(tmp_path, monkeypatch):
+    """The core writes external data on its own past 2 GB; simulated here by a two-file report."""
+    from olive_bf16_pass.olive import passes
+
+    real = passes.convert_file
+
+    def two_files(src, dst, *args, **kwargs):
+        report = real(src, dst, *args, **kwargs)
+        data = dst.parent / "model.onnx.data"
+        data.write_bytes(b"\0" * 16)
+        report.destination = [str(dst), str(data)]
+        return report
+
+    monkeypatch.setattr(passes, "convert_file", two_files)
+    with pytest.raises(ValueError, match="over 2 GB"):
+        _run_pass(tmp_path, {"inference_settings": VITIS})
+    assert not list((tmp_path / "out").glob("*"))
+
+
+def test_pass_versions_the_vitis_ai_cache_key(tmp_path):
+    import hashlib
+
+    import onnxruntime
+
+    _, out = _run_pass(tmp_path, {"inference_settings": VITIS})
+    options = out.inference_settings["provider_options"][0]
+    digest = hashlib.sha256(Path(out.model_path).read_bytes()).hexdigest()[:12]
+    assert options["cache_key"].startswith(f"bce-m{digest}-ort{onnxruntime.__version__}")
+    assert {**options, "cache_key": "bce"} == VITIS["provider_options"][0]  # nothing else changed
+    assert VITIS["provider_options"][0]["cache_key"] == "bce"
+
+
+def test_pass_adds_no_cache_key_where_none_was_given(tmp_path):
+    settings = {"execution_provider": ["VitisAIExecutionProvider"], "provider_options": [{"config_file": "c.json"}]}
+    _, out = _run_pass(tmp_path, {"inference_settings": settings})
+    assert out.inference_settings == settings
