@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from olive_bf16_pass.olive import evaluators as ev
 
@@ -16,59 +18,10 @@ def embed(onnx_handler):
 
 
 def _embed(onnx_handler, model_path, source, tokenizer, **options):
-    evaluator = ev.EmbeddingFidelityEvaluator(tokenizer=str(tokenizer), corpus_limit=60, latency_runs=3, **options)
+    options = {"corpus_limit": 60, "latency_runs": 3, **options}
+    evaluator = ev.EmbeddingFidelityEvaluator(tokenizer=str(tokenizer), **options)
     result = evaluator.evaluate(onnx_handler(model_path, source), [], "cpu", ["CPUExecutionProvider"])
     return {k: v.value for k, v in result.root.items()}
-
-
-# ----------------------------------------------------------------------------- corpus and maths
-
-
-def test_corpus_has_english_and_chinese_real_text():
-    rows = [json.loads(line) for line in ev.CORPUS_PATH.read_text(encoding="utf-8").splitlines()]
-    langs = {r["lang"] for r in rows}
-    assert langs == {"en", "zh"}
-    assert 250 <= len(rows) <= 600
-    assert sum(r["lang"] == "zh" for r in rows) >= 100
-    assert len({r["text"] for r in rows}) == len(rows)
-    assert (ev.CORPUS_PATH.parent / "README.md").is_file()
-
-
-def test_corpus_limit_keeps_both_languages():
-    texts = ev.load_corpus(limit=10)
-    assert len(texts) == 10
-    assert any(any("\u4e00" <= c <= "\u9fff" for c in t) for t in texts)
-    assert any(t.isascii() for t in texts)
-
-
-def test_spearman_matches_definition():
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal(50)
-    assert ev.spearman(a, a * 3 + 1) == pytest.approx(1.0)
-    assert ev.spearman(a, -a) == pytest.approx(-1.0)
-    b = np.round(a + rng.standard_normal(50) * 0.5, 1)  # with ties
-    import scipy.stats as scipy_stats  # a test dependency: its absence must fail, not skip
-
-    assert ev.spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic)
-
-
-def test_pooling():
-    h = np.arange(2 * 3 * 2, dtype=np.float64).reshape(2, 3, 2)
-    mask = np.array([[1, 1, 0], [1, 0, 0]])
-    assert ev.pool(h, mask, "cls").tolist() == [[0, 1], [6, 7]]
-    assert ev.pool(h, mask, "mean").tolist() == [[1, 2], [6, 7]]
-    with pytest.raises(ev.EvaluationError):
-        ev.pool(h, mask, "max")
-
-
-def test_embedding_agreement_of_identical_and_shuffled():
-    x = np.random.default_rng(1).standard_normal((30, 8))
-    same = ev.embedding_agreement(x, x.copy(), top_k=10)
-    assert same["cosine_min"] == pytest.approx(1.0) and same["topk_overlap"] == 1.0
-    other = ev.embedding_agreement(x, np.random.default_rng(2).standard_normal((30, 8)))
-    assert other["topk_overlap"] < 0.7
-    with pytest.raises(ev.EvaluationError, match="non-finite"):
-        ev.embedding_agreement(x, np.where(x > 2, np.nan, x))
 
 
 # ----------------------------------------------------------------------------- the evaluators
@@ -111,9 +64,9 @@ def test_side_by_side_table_prints_both_models(encoder_pair, tokenizer_dir, embe
     assert share_row.split()[1:] == ["1", "1"]
 
 
-def test_embedding_evaluator_cls_pooling_and_tokenizer_from_attributes(encoder_pair, tokenizer_dir, onnx_handler):
+def test_embedding_evaluator_tokenizer_from_attributes(encoder_pair, tokenizer_dir, onnx_handler):
     fp32, bf16 = encoder_pair
-    evaluator = ev.EmbeddingFidelityEvaluator(corpus_limit=20, latency_runs=1, pooling="cls")
+    evaluator = ev.EmbeddingFidelityEvaluator(corpus_limit=20, latency_runs=1, pooling="mean")
     result = evaluator.evaluate(onnx_handler(bf16, fp32, tokenizer=tokenizer_dir), [], "cpu", "CPUExecutionProvider")
     assert result.root["fidelity-cosine_mean"].value > 0.99
     assert result.root["fidelity-cosine_mean"].higher_is_better
@@ -145,12 +98,166 @@ def test_reranker_evaluator(reranker_pair, tokenizer_dir, onnx_handler):
     assert not result.root["fidelity-max_abs_diff"].higher_is_better
 
 
-def test_reranker_pairs_are_deterministic():
-    texts = ev.load_corpus(limit=40)
-    q1, g1 = ev.reranker_pairs(texts, 5, 6)
-    q2, g2 = ev.reranker_pairs(texts, 5, 6)
-    assert (q1, g1) == (q2, g2)
-    assert len(q1) == 5 and all(len(g) == 6 and q not in g for q, g in zip(q1, g1))
+# ----------------------------------------------------------------------------- latency
+
+
+def test_latency_runs_take_turns_over_several_inputs(encoder_pair, tokenizer_dir, embed, monkeypatch):
+    """FP32, BF16, FP32, BF16, ... on the first corpus inputs in turn: drift reaches both alike."""
+    from olive_bf16_pass.olive import sessions
+
+    runs = []
+
+    class Recorded:
+        def __init__(self, session, who):
+            self._session, self._who = session, who
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+        def run(self, outputs, feed):
+            if outputs is None:  # the latency runs ask for every output; the fidelity runs for one
+                runs.append((self._who, feed["input_ids"].tobytes()))
+            return self._session.run(outputs, feed)
+
+    target_session, reference_session = sessions.target_session, sessions.reference_session
+
+    def recorded_target(*args):
+        session, *rest = target_session(*args)
+        return (Recorded(session, "bf16"), *rest)
+
+    monkeypatch.setattr(sessions, "target_session", recorded_target)
+    monkeypatch.setattr(sessions, "reference_session", lambda path: Recorded(reference_session(path), "fp32"))
+    fp32, bf16 = encoder_pair
+    embed(bf16, fp32, tokenizer_dir, pooling="mean", latency_runs=6, warmup_runs=2)
+    assert [who for who, _ in runs] == ["fp32", "bf16"] * 8
+    assert all(runs[i][1] == runs[i + 1][1] for i in range(0, 16, 2))  # each turn: the same input for both
+    assert len({inputs for _, inputs in runs}) == ev.LATENCY_INPUTS
+
+
+# ----------------------------------------------------------------------------- outputs that cannot carry a metric
+
+
+def _with_output(path, out_path, nodes, output, initializers=()):
+    """The model at ``path`` with ``nodes`` appended and ``output`` as its only graph output."""
+    model = onnx.load(path)
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(initializers)
+    del model.graph.output[:]
+    model.graph.output.append(output)
+    onnx.checker.check_model(model)
+    onnx.save(model, out_path)
+    return out_path
+
+
+def test_reranker_logits_are_no_embedding(reranker_pair, tokenizer_dir, embed):
+    """logits [b, 1] normalize to +-1: cosine, top-10 and top-1 read 1.0 for any model. Refused."""
+    fp32, bf16 = reranker_pair
+    with pytest.raises(ev.EvaluationError) as info:
+        embed(bf16, fp32, tokenizer_dir, pooling="none")
+    assert "the BF16 model's output 'logits' (shape [8, 1], dtype float32) has a hidden size of 1" in str(info.value)
+    with pytest.raises(ev.EvaluationError, match=r"'logits' \(shape \[8, 1\].*set 'pooling' to 'none'"):
+        embed(bf16, fp32, tokenizer_dir, pooling="cls")
+
+
+def test_token_states_are_no_relevance_scores(encoder_pair, tokenizer_dir, onnx_handler):
+    """last_hidden_state read as scores gave Spearman 1.0. Refused."""
+    fp32, bf16 = encoder_pair
+    evaluator = ev.RerankerFidelityEvaluator(tokenizer=str(tokenizer_dir), num_queries=4, group_size=4, latency_runs=1)
+    with pytest.raises(ev.EvaluationError, match=r"output 'last_hidden_state' \(shape \[8, \d+, 16\], dtype float32\)"
+                       r" is not a relevance score.*output_name"):
+        evaluator.evaluate(onnx_handler(bf16, fp32), [], "cpu", ["CPUExecutionProvider"])
+
+
+_ODD_OUTPUTS = {  # kind -> (a node after the model's output, the output's type, what the message says)
+    "1-D": (lambda out: helper.make_node("ReduceSum", [out, "axes12"], ["y"], keepdims=0), TensorProto.FLOAT,
+            "takes token states"),
+    "4-D": (lambda out: helper.make_node("Unsqueeze", [out, "axes12" if out == "logits" else "axis1"], ["y"]),
+            TensorProto.FLOAT, "takes token states"),
+    "int": (lambda out: helper.make_node("Cast", [out], ["y"], to=TensorProto.INT64), TensorProto.INT64,
+            "not floating point"),
+}
+
+
+@pytest.mark.parametrize(
+    ("evaluator", "kind"),
+    [("EmbeddingFidelityEvaluator", k) for k in _ODD_OUTPUTS]
+    + [("RerankerFidelityEvaluator", k) for k in ("4-D", "int")],  # [batch] is a reranker's score
+)
+def test_odd_outputs_get_a_clear_error_not_numpys(evaluator, kind, request, tokenizer_dir, onnx_handler, tmp_path):
+    reranker = evaluator.startswith("Reranker")
+    fp32, _ = request.getfixturevalue("reranker_pair" if reranker else "encoder_pair")
+    out = "logits" if reranker else "last_hidden_state"
+    node, elem, says = _ODD_OUTPUTS[kind]
+    says = "not a relevance score" if reranker and kind == "4-D" else says
+    rank = {"1-D": 1, "4-D": 4, "int": 2 if reranker else 3}[kind]
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("axes12", [1, 2]), ("axis1", [1]))]
+    output = helper.make_tensor_value_info("y", elem, [f"d{i}" for i in range(rank)])
+    odd = _with_output(fp32, tmp_path / "odd.onnx", [node(out)], output, consts)
+    options = {"num_queries": 4, "group_size": 4} if reranker else {"pooling": "mean", "corpus_limit": 20}
+    evaluator = getattr(ev, evaluator)(tokenizer=str(tokenizer_dir), latency_runs=1, **options)
+    with pytest.raises(ev.EvaluationError) as info:
+        evaluator.evaluate(onnx_handler(odd, odd), [], "cpu", ["CPUExecutionProvider"])
+    message = str(info.value)
+    assert "output 'y' (shape [" in message and says in message and "output_name" in message
+    assert "failed:" not in message  # not numpy's IndexError / TypeError passed on
+
+
+def test_a_corpus_too_small_for_top_k_is_refused(encoder_pair, tokenizer_dir, onnx_handler):
+    fp32, bf16 = encoder_pair
+    evaluator = ev.EmbeddingFidelityEvaluator(tokenizer=str(tokenizer_dir), corpus_limit=8, pooling="mean")
+    with pytest.raises(ev.EvaluationError, match="top-10 neighbours need at least 12 texts.*gave 8"):
+        evaluator.evaluate(onnx_handler(bf16, fp32), [], "cpu", ["CPUExecutionProvider"])
+
+
+def test_cls_of_a_model_that_never_mixes_tokens_is_refused(encoder_pair, tokenizer_dir, embed):
+    """The tiny encoder has no attention: its first token is [CLS] for every text, one vector for all."""
+    fp32, bf16 = encoder_pair
+    with pytest.raises(ev.EvaluationError, match="same vector for all 60 texts"):
+        embed(bf16, fp32, tokenizer_dir, pooling="cls")
+
+
+# ----------------------------------------------------------------------------- two-class rerankers
+
+
+def _two_class(path, out_path, head, shift):
+    """The tiny reranker with a [hidden, 2] head (plus ``shift`` added to both classes): logits [b, 2]."""
+    model = onnx.load(path)
+    inits = [i for i in model.graph.initializer if i.name != "head"]
+    del model.graph.initializer[:]
+    shifted = numpy_helper.from_array((head + shift[:, None]).astype(np.float32), "head")
+    model.graph.initializer.extend([*inits, shifted])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", head.shape[1]]))
+    onnx.save(model, out_path)
+    return out_path
+
+
+def test_two_class_reranker_is_ranked_by_the_positive_class(reranker_pair, tokenizer_dir, onnx_handler, tmp_path):
+    """B adds the same varying amount to both logits of A: p(class 1) and its ranking are unchanged, the
+    raw class-1 ("last") logit is not. Scored by class 1's log-odds, B agrees with A perfectly."""
+    fp32, _ = reranker_pair
+    rng = np.random.default_rng(7)
+    head = rng.standard_normal((16, 2))
+    a = _two_class(fp32, tmp_path / "a.onnx", head, np.zeros(16))
+    b = _two_class(fp32, tmp_path / "b.onnx", head, rng.standard_normal(16) * 3)
+    evaluator = ev.RerankerFidelityEvaluator(tokenizer=str(tokenizer_dir), num_queries=12, group_size=6, latency_runs=1)
+    result = evaluator.evaluate(onnx_handler(b, a), [], "cpu", ["CPUExecutionProvider"])
+    r = {k: v.value for k, v in result.root.items()}
+    assert r["fidelity-spearman"] == pytest.approx(1.0, abs=1e-9)
+    assert r["fidelity-top1_agreement"] == 1.0
+    assert r["fidelity-max_abs_diff"] < 1e-4  # the last logit moved by up to several units
+
+
+def test_more_than_two_classes_need_score_index(reranker_pair, tokenizer_dir, onnx_handler, tmp_path):
+    fp32, _ = reranker_pair
+    three = _two_class(fp32, tmp_path / "three.onnx", np.random.default_rng(8).standard_normal((16, 3)), np.zeros(16))
+    options = {"tokenizer": str(tokenizer_dir), "num_queries": 4, "group_size": 4, "latency_runs": 1}
+    with pytest.raises(ev.EvaluationError, match=r"has 3 classes.*'score_index'"):
+        ev.RerankerFidelityEvaluator(**options).evaluate(onnx_handler(three, three), [], "cpu", "CPUExecutionProvider")
+    r = ev.RerankerFidelityEvaluator(score_index=2, **options).evaluate(
+        onnx_handler(three, three), [], "cpu", "CPUExecutionProvider"
+    )
+    assert r.root["fidelity-spearman"].value == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- loud failures
@@ -209,15 +316,16 @@ def test_missing_provider_names_it_and_the_cpu_twin(encoder_pair, tokenizer_dir,
 def test_silent_fallback_fails_the_evaluation(encoder_pair, tokenizer_dir, embed, monkeypatch, tmp_path):
     """The placement figures decide, not session.get_providers(): a measured fallback stops the run."""
     from olive_bf16_pass.olive import placement as pl
+    from olive_bf16_pass.olive.probe import PlacementProbe
 
     fp32, bf16 = encoder_pair
     fell_back = pl.Placement(pl.VITISAI_PROVIDER, {"CPU": 12, "VAIML": 0}, 0, "vitisai_log", 0, {"MatMul": 5, "Add": 7})
-    monkeypatch.setattr(pl.PlacementProbe, "measure", lambda self: fell_back)
+    monkeypatch.setattr(PlacementProbe, "measure", lambda self: fell_back)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ev.EvaluationError, match=r"VitisAIExecutionProvider ran 0\.0%.*Add x7, MatMul x5"):
         embed(bf16, fp32, tokenizer_dir, pooling="mean")
     partial = pl.Placement(pl.VITISAI_PROVIDER, {"CPU": 2, "VAIML": 8}, 8, "vitisai_log", 1)
-    monkeypatch.setattr(pl.PlacementProbe, "measure", lambda self: partial)
+    monkeypatch.setattr(PlacementProbe, "measure", lambda self: partial)
     with pytest.raises(ev.EvaluationError, match="required >= 0.9"):
         embed(bf16, fp32, tokenizer_dir, pooling="mean", min_ep_op_share=0.9)
     r = embed(bf16, fp32, tokenizer_dir, pooling="mean", min_ep_op_share=0.75)

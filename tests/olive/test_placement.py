@@ -10,8 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from olive_bf16_pass.olive import evaluators as ev
+from olive_bf16_pass.agreement import EvaluationError
 from olive_bf16_pass.olive import placement as pl
+from olive_bf16_pass.olive import probe as pr
 from helpers import embedding_mlp, save
 
 VITIS = pl.VITISAI_PROVIDER
@@ -212,13 +213,13 @@ def test_report_is_looked_for_in_the_cache_key_folder(tmp_path, monkeypatch):
 
 def test_report_switch_is_set_only_while_needed(monkeypatch):
     monkeypatch.delenv(pl.REPORT_ENV, raising=False)
-    with pl.report_enabled():
+    with pr.report_enabled():
         assert os.environ[pl.REPORT_ENV] == "vitisai_ep_report.json"
     assert pl.REPORT_ENV not in os.environ
 
 
 def test_native_output_is_captured_and_filtered(capfd):
-    with pl.captured_native_output(lambda line: "keep" in line) as out:
+    with pr.captured_native_output(lambda line: "keep" in line) as out:
         os.write(2, b"[Vitis AI EP] No. of Operators :   NPU   10\nkeep me\n")
         os.write(1, b"drop me\n")
     assert "NPU   10" in out[0] and "drop me" in out[0]
@@ -231,7 +232,7 @@ def test_native_output_is_captured_and_filtered(capfd):
 
 def test_vitisai_session_creation_is_logged_at_info_and_captured(capfd, monkeypatch):
     monkeypatch.delenv(pl.REPORT_ENV, raising=False)
-    probe = pl.PlacementProbe(VITIS, {"cache_dir": "c", "cache_key": "k"})
+    probe = pr.PlacementProbe(VITIS, {"cache_dir": "c", "cache_key": "k"})
     settings = probe.settings({"execution_provider": [VITIS], "session_options": {"intra_op_num_threads": 1}})
     assert settings["session_options"] == {"intra_op_num_threads": 1, "enable_profiling": True, "log_severity_level": 1}
     with probe.creating():
@@ -263,7 +264,7 @@ def _profile_file(tmp_path, nodes):
 def test_probe_prefers_the_ep_figures_and_takes_op_types_from_the_profile(tmp_path, monkeypatch):
     monkeypatch.delenv(pl.REPORT_ENV, raising=False)
     path = _profile_file(tmp_path, [("fused", "VitisAI_0", VITIS), ("sm", "Softmax", CPU), ("sm2", "Softmax", CPU)])
-    probe = pl.PlacementProbe(VITIS, {"cache_dir": str(tmp_path), "cache_key": "none"})
+    probe = pr.PlacementProbe(VITIS, {"cache_dir": str(tmp_path), "cache_key": "none"})
     probe.log = LOG_VAIML_PARTIAL
     probe.attach(_FakeSession(str(path)))
     p = probe.measure()
@@ -274,13 +275,13 @@ def test_probe_prefers_the_ep_figures_and_takes_op_types_from_the_profile(tmp_pa
 
 def test_probe_trusts_a_profile_with_nothing_on_the_ep(tmp_path):
     path = _profile_file(tmp_path, [("mm", "MatMul", CPU), ("add", "Add", CPU)])
-    probe = pl.PlacementProbe(VITIS)
+    probe = pr.PlacementProbe(VITIS)
     probe.log = LOG_NPU  # the compile log claims the NPU; no node ran there
     probe.attach(_FakeSession(str(path)))
     p = probe.measure()
     assert p.source == "profiler" and p.ep_op_share == 0.0
-    with pytest.raises(ev.EvaluationError) as info:
-        ev.check_placement(p, None)
+    with pytest.raises(EvaluationError) as info:
+        pl.check_placement(p, None)
     message = str(info.value)
     assert "VitisAIExecutionProvider ran 0.0%" in message
     assert "Add x1" in message and "MatMul x1" in message and "vitisai_ep_report.json" in message
@@ -290,7 +291,7 @@ def test_probe_on_a_real_session_stops_profiling_before_timing(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # Olive gives no profile prefix: the profile lands in the cwd
     model_path = save(embedding_mlp(), tmp_path / "m.onnx")
     handler = onnx_handler(model_path, None)
-    probe = pl.PlacementProbe(CPU)
+    probe = pr.PlacementProbe(CPU)
     settings = probe.settings(handler.merge_inference_settings(None, [CPU]))
     with probe.creating():
         session = handler.prepare_session(inference_settings=settings, device="cpu")
@@ -318,4 +319,11 @@ def test_threshold_decision(share_on, min_share, fails):
 def test_cpu_ep_is_not_checked_by_default():
     p = pl.Placement(CPU, {CPU: 0}, 0, "profiler")
     assert pl.fallback_failure(p, None) is None
-    assert ev.check_placement(pl.Placement(CPU, {CPU: 4}, 4, "profiler"), 1.0) == {"placement-ep_op_share": 1.0}
+    assert pl.check_placement(pl.Placement(CPU, {CPU: 4}, 4, "profiler"), 1.0) == {"placement-ep_op_share": 1.0}
+
+
+def test_probe_metrics_without_figures_fail_only_when_a_share_is_required():
+    probe = pr.PlacementProbe(VITIS)  # no session attached, no log: nothing says where the model ran
+    assert probe.metrics(None) == {}
+    with pytest.raises(EvaluationError, match="min_ep_op_share is set but no placement figures"):
+        probe.metrics(0.5)
