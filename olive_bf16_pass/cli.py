@@ -9,9 +9,11 @@ place only when complete and checked.
 from __future__ import annotations
 
 import argparse
-import errno
+import contextlib
 import json
 import logging
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -91,31 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("input", type=Path, metavar="IN", help="the FP32 .onnx model (its external data beside it)")
     c.add_argument("output", type=Path, metavar="OUT", help="where to write the BF16 model")
-    c.add_argument(
-        "--rounding",
-        choices=("nearest_even", "truncate"),
-        default="nearest_even",
-        help="nearest_even (default, bit-exact with ml_dtypes) or truncate (drop the low 16 bits)",
-    )
-    c.add_argument(
-        "--no-saturate",
-        dest="saturate",
-        action="store_false",
-        help="let finite values beyond BF16's range become Inf (default: +-max BF16)",
-    )
-    c.add_argument("--min-elements", type=int, default=1024, metavar="N", help="smaller tensors stay FP32 (1024)")
-    c.add_argument("--op-block", action="append", default=[], metavar="OP", help="op type whose inputs stay FP32")
-    c.add_argument("--node-block", action="append", default=[], metavar="NAME", help="node whose inputs stay FP32")
-    c.add_argument("--include", action="append", default=None, metavar="TENSOR", help="convert only these tensors")
-    c.add_argument("--exclude", action="append", default=[], metavar="TENSOR", help="tensor that stays FP32")
-    c.add_argument("--no-constants", dest="convert_constants", action="store_false", help="leave Constant nodes")
-    c.add_argument("--graph-input-initializers", action="store_true", help="also convert overridable initializers")
-    c.add_argument(
-        "--no-cast-after-gather",
-        dest="cast_after_gather",
-        action="store_false",
-        help="widen embedding tables before their Gather instead of after it",
-    )
+    from olive_bf16_pass.options import cli_arguments
+
+    for flag, kwargs in cli_arguments():  # the conversion options, described once in options.py
+        c.add_argument(flag, **kwargs)
     c.add_argument("--external-data", action="store_true", help="write tensors to OUT.data beside OUT")
     c.add_argument("--external-data-name", metavar="FILE", help="name of the external data file")
     c.add_argument("--in-place", action="store_true", help="allow OUT to be IN (replaced atomically)")
@@ -156,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     from olive_bf16_pass.errors import ConversionError
 
     try:
-        return {"convert": _convert, "inspect": _inspect, "package-config": _package_config}[args.command](args)
+        with _library_warnings_to_stderr(args.debug):
+            return {"convert": _convert, "inspect": _inspect, "package-config": _package_config}[args.command](args)
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -169,8 +151,37 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _library_warnings_to_stderr(debug: bool):
+    """The library's warnings (a filter that matches nothing, a checker fault kept) reach the person as
+    ``olive-bf16: warning: ...`` lines on the stderr of this call, also when logging is already set up."""
+    logger = logging.getLogger("olive_bf16_pass")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s") if debug else _OneLine())
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False  # once, here, not again through the root logger's handler
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+class _OneLine(logging.Formatter):
+    """One line per record, level in lower case, like the command's own messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from olive_bf16_pass.errors import one_line
+
+        return f"olive-bf16: {record.levelname.lower()}: {one_line(record.getMessage())}"
+
+
 def _one_line(exc: Exception, conversion_error: type, args) -> str:
     """The message of ``exc`` as one line, in the command's words."""
+    from olive_bf16_pass.errors import os_error_line
     from olive_bf16_pass.optional import MissingDependency
 
     if isinstance(exc, conversion_error):
@@ -181,12 +192,7 @@ def _one_line(exc: Exception, conversion_error: type, args) -> str:
             where is None or (Path(str(where)).name.startswith(".") and str(where).endswith(".tmp"))
         ):
             where = args.output  # the writer's temporary files are OUT as far as a person is concerned
-        reason = exc.strerror or str(exc)
-        message = f"{where}: {reason}" if where else reason
-        if exc.errno == errno.ENOSPC:
-            message += "; free some space (the output needs about half the input's size) and run again"
-        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            message += "; choose a folder you can write to"
+        message = os_error_line(exc, where)
         message += "; nothing was written" if getattr(args, "command", None) == "convert" else ""
     elif isinstance(exc, (ValueError, MissingDependency)):
         message = str(exc)
@@ -196,20 +202,11 @@ def _one_line(exc: Exception, conversion_error: type, args) -> str:
 
 
 def _options(args):
+    from dataclasses import fields
+
     from olive_bf16_pass.options import ConversionOptions
 
-    return ConversionOptions(
-        rounding=args.rounding,
-        saturate=args.saturate,
-        min_elements=args.min_elements,
-        op_block_list=args.op_block,
-        node_block_list=args.node_block,
-        include_initializers=args.include,
-        exclude_initializers=args.exclude,
-        convert_constants=args.convert_constants,
-        convert_graph_input_initializers=args.graph_input_initializers,
-        cast_after_gather=args.cast_after_gather,
-    )
+    return ConversionOptions(**{f.name: getattr(args, f.name) for f in fields(ConversionOptions)})
 
 
 class _ProgressBar:
@@ -236,12 +233,11 @@ def _convert(args) -> int:
     from olive_bf16_pass.convert import convert_file
     from olive_bf16_pass.errors import ConversionError
 
-    if args.report is not None and not (args.report.parent if str(args.report.parent) else Path(".")).is_dir():
-        raise ConversionError(f"{args.report}: the report's folder does not exist; nothing was converted.")
+    _refuse_unsafe_paths(args, ConversionError)
 
     # Left by a killed run: not deleted here, since a conversion running now into the same
     # output would own them too; a run that fails or is interrupted removes its own.
-    from olive_bf16_pass.model_io import temporaries_of
+    from olive_bf16_pass.io.writer import temporaries_of
 
     stale = temporaries_of(args.output)
     if stale:
@@ -273,6 +269,54 @@ def _convert(args) -> int:
         print(report.summary())
         print("wrote " + ", ".join(report.destination))
     return EXIT_OK
+
+
+def _refuse_unsafe_paths(args, conversion_error: type) -> None:
+    """Before converting: OUT must be absent or a regular file, and --report must not replace a model file."""
+    data = args.output.parent / (args.external_data_name or f"{args.output.name}.data")
+    writes_data = args.external_data or bool(args.external_data_name)
+    for out in (args.output, data) if writes_data else (args.output,):
+        kind = _not_a_regular_file(out)
+        if kind:
+            raise conversion_error(
+                f"{out}: exists and is {kind}, not a regular file; it was left as it is. Choose an output path "
+                "that is a regular file or does not exist."
+            )
+    if args.report is None:
+        return
+    if not (args.report.parent if str(args.report.parent) else Path(".")).is_dir():
+        raise conversion_error(f"{args.report}: the report's folder does not exist; nothing was converted.")
+    models = {"the input model": args.input, "the output model": args.output, "the output's external data": data}
+    if args.report.exists():  # only an existing file can be one the input reads
+        from olive_bf16_pass.io.source import read_model
+
+        models.update({f"external data of the input ({p.name})": p for p in read_model(args.input).files})
+    for what, path in models.items():
+        if _same_path(args.report, path):
+            raise conversion_error(
+                f"{args.report}: the report would overwrite {what}; nothing was converted. Choose another report path."
+            )
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (links followed), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent, or unreadable: the writer says so
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a device",
+             stat.S_ISBLK: "a device", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """The same file: one path after resolving links, or one file under two names (hard links, case)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
 def _inspect(args) -> int:

@@ -1,4 +1,4 @@
-"""The public entry points: read, select, edit, write, report. Glue only."""
+"""The public entry points: read, upgrade, select, edit, write, report. Glue only."""
 
 from __future__ import annotations
 
@@ -9,29 +9,34 @@ from pathlib import Path
 
 import onnx
 
-from olive_bf16_pass import graph, model_io, selection
+from olive_bf16_pass import checking, graph, selection, traversal
 from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io.source import SourceModel, read_model
+from olive_bf16_pass.io.streamer import Conversion, Progress, Streamer
+from olive_bf16_pass.io.writer import ExternalDataSpec, write_model
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.report import Report, SkippedRecord, TensorRecord
-from olive_bf16_pass.rounding import RoundingStats
 
 logger = logging.getLogger(__name__)
+
+UPGRADE_TARGET = graph.MIN_OPSET  # the smallest change that gives Cast from bfloat16
 
 
 def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = None) -> tuple[onnx.ModelProto, Report]:
     """Convert an in-memory model with its data loaded; the caller's model is not modified."""
     options = options or ConversionOptions()
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model_io.iter_tensors(model)):
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in traversal.iter_tensors(model)):
         raise ConversionError(
             "the model's external data is not loaded. Use onnx.load(path) (which loads it) or convert_file()."
         )
     work = onnx.ModelProto()
     work.CopyFrom(model)
     started = time.perf_counter()
-    stats: dict[str, RoundingStats] = {}
-    report = _edit(work, options, stats)
+    work, upgraded = upgrade_opset(work, options)
+    report, converted = _edit(work, options)
+    report.opset_upgrade = upgraded
     _check(work, lambda: model)
-    _finish(report, stats)
+    _finish(report, converted)
     report.seconds = time.perf_counter() - started
     return work, report
 
@@ -44,38 +49,43 @@ def convert_file(
     save_as_external_data: bool = False,
     external_data_name: str | None = None,
     size_threshold: int = 1024,
+    convert_attribute: bool = False,
     in_place: bool = False,
-    progress: model_io.Progress | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Convert the model at ``src`` into ``dst``, streaming tensors; ``src`` is never modified.
 
     ``dst`` and its external data appear only when complete and checked. Models whose output
-    would pass 2 GB are written with external data whatever ``save_as_external_data`` says.
+    would pass 2 GB are written with external data whatever ``save_as_external_data`` says;
+    ``convert_attribute`` puts large Constant values in the external data file too.
     """
     options = options or ConversionOptions()
     src, dst = Path(src), Path(dst)
     if _same_file(src, dst) and not in_place:
         raise ConversionError(f"{dst}: the output is the input. Choose another output path, or pass in_place=True.")
     started = time.perf_counter()
-    source = model_io.read_model(src)
+    source = read_model(src)
     bytes_before = source.file_bytes  # before an in-place write replaces the input
     if not in_place:
         _refuse_overwriting_input(source, dst, external_data_name if save_as_external_data else None)
-    stats: dict[str, RoundingStats] = {}
-    report = _edit(source.model, options, stats)
-    spec = model_io.ExternalDataSpec(external_data_name, size_threshold) if save_as_external_data else None
-    written = model_io.write_model(
+    source.model, upgraded = upgrade_opset(source.model, options)
+    report, converted = _edit(source.model, options)
+    report.opset_upgrade = upgraded
+    spec = (
+        ExternalDataSpec(external_data_name, size_threshold, convert_attribute) if save_as_external_data else None
+    )
+    conversions = {id(c.definition.tensor): Conversion(c.definition.tensor, c.stats) for c in converted if c.on_disk}
+    streamer = Streamer(source.where, options.rounding, options.saturate)
+    streamer.progress = progress
+    written = write_model(
         source.model,
         dst,
-        source.base_dir,
-        rounding=options.rounding,
-        saturate=options.saturate,
-        external=spec,
-        stats=stats,
-        check=lambda result: _check(result, lambda: model_io.read_model(src).model),
-        progress=progress,
+        streamer,
+        conversions,
+        spec,
+        check=lambda tmp: _check(checking.read_written(tmp), lambda: read_model(src).model),
     )
-    _finish(report, stats)
+    _finish(report, converted)
     report.source = str(src)
     report.destination = [str(p) for p in written]
     report.file_bytes_before = bytes_before
@@ -84,7 +94,37 @@ def convert_file(
     return report
 
 
-def _refuse_overwriting_input(source: model_io.SourceModel, dst: Path, data_name: str | None) -> None:
+def upgrade_opset(model: onnx.ModelProto, options: ConversionOptions) -> tuple[onnx.ModelProto, list[int] | None]:
+    """Models below opset 13 (no Cast from bfloat16) are upgraded with onnx's version converter.
+
+    It runs on the skeleton, so memory stays bounded: tensors on disk stay references.
+    Returns the model and ``[old, new]`` when it changed.
+    """
+    opset = graph.main_opset(model)
+    if opset is None or opset >= graph.MIN_OPSET:
+        return model, None
+    how = (
+        "Upgrade it first (onnx.version_converter.convert_version(model, 17) or Olive's "
+        "OnnxOpVersionConversion pass)"
+    )
+    if not options.upgrade_opset:
+        raise ConversionError(
+            f"the model uses ONNX opset {opset}; BF16 needs opset {graph.MIN_OPSET} or later (Cast from bfloat16). "
+            f"{how}, or let the converter upgrade it (upgrade_opset=True, the default)."
+        )
+    try:
+        upgraded = onnx.version_converter.convert_version(model, UPGRADE_TARGET)
+    except Exception as exc:  # noqa: BLE001 - onnx raises RuntimeError, ValueError, ConvertError...
+        raise ConversionError(
+            f"the model uses ONNX opset {opset} and onnx's version converter could not upgrade it to "
+            f"{UPGRADE_TARGET} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). {how} with a newer "
+            "exporter, then convert the result."
+        ) from exc
+    logger.warning("the model used ONNX opset %d; upgraded to %d (Cast from bfloat16 needs 13).", opset, UPGRADE_TARGET)
+    return upgraded, [opset, UPGRADE_TARGET]
+
+
+def _refuse_overwriting_input(source: SourceModel, dst: Path, data_name: str | None) -> None:
     """The output's files (model, external data) must not replace any file the input reads."""
     outputs = [dst, dst.parent / (data_name or f"{dst.name}.data")]
     for out in outputs:
@@ -102,69 +142,64 @@ def _same_file(src: Path, dst: Path) -> bool:
         return False
 
 
-def _edit(model: onnx.ModelProto, options: ConversionOptions, stats: dict[str, RoundingStats]) -> Report:
-    opset = graph.main_opset(model)
-    if opset is not None and opset < graph.MIN_OPSET:
-        raise ConversionError(
-            f"the model uses ONNX opset {opset}; BF16 needs opset {graph.MIN_OPSET} or later (Cast from bfloat16). "
-            "Upgrade it first, e.g. onnx.version_converter.convert_version(model, 17) or Olive's "
-            "OnnxOpVersionConversion pass."
-        )
-    sparse = [t.values.name or "?" for g in model_io.iter_graphs(model.graph) for t in g.sparse_initializer]
+def _edit(model: onnx.ModelProto, options: ConversionOptions) -> tuple[Report, list[graph.Converted]]:
+    all_scopes = traversal.scopes(model)
+    sparse = [t.values.name or "?" for scope in all_scopes if not scope.is_function
+              for t in scope.body.sparse_initializer]
     if sparse:
         raise ConversionError(
             f"the model has sparse initializers ({', '.join(sparse[:3])}); they are not supported. "
             "Densify them first (onnx.numpy_helper / onnx-ir), then convert."
         )
-    weight_bytes = sum(model_io.expected_nbytes(t) or 0 for t in model_io.iter_tensors(model))
-    chosen, skipped = selection.select(model, options)
+    found = traversal.definitions(all_scopes)
+    weight_bytes = sum(traversal.expected_nbytes(t) or 0 for t in traversal.iter_tensors(model, all_scopes))
+    chosen, skipped = selection.select(model, all_scopes, found, options)
     if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
         raise ConversionError(
             "the model's weights are float16 and none are float32: BF16 conversion starts from an FP32 model. "
             "Convert the FP32 export instead."
         )
+    converted = graph.apply(model, all_scopes, chosen, options)
     records = [
         TensorRecord(
-            name=c.name,
-            stored_name="",
-            kind=c.kind,
-            shape=list(c.tensor.dims),
-            bytes_before=c.elements * 4,
-            bytes_after=c.elements * 2,
-            widened="",
+            name=c.definition.name,
+            stored_name=c.stored_name,
+            kind=c.definition.kind,
+            shape=list(c.definition.tensor.dims),
+            bytes_before=traversal.elements(c.definition.tensor) * 4,
+            bytes_after=traversal.elements(c.definition.tensor) * 2,
+            widened=c.widened,
+            scope=c.definition.scope.label,
         )
-        for c in chosen
+        for c in converted
     ]
-    done = graph.apply(model, chosen, options, stats)
-    for record in records:
-        record.stored_name, record.widened = done[record.name]
     saved = sum(r.bytes_before - r.bytes_after for r in records)
-    return Report(
+    report = Report(
         converted=records,
-        skipped=[SkippedRecord(s.name, s.reason, s.nbytes) for s in skipped],
+        skipped=[SkippedRecord(s.name, s.reason, s.nbytes, s.scope) for s in skipped],
         weight_bytes_before=weight_bytes,
         weight_bytes_after=weight_bytes - saved,
         options=options.to_dict(),
     )
+    return report, converted
 
 
 _STAT_FIELDS = ("max_abs_error", "max_rel_error", "nan_count", "inf_count", "saturated_count", "overflow_count")
 
 
-def _finish(report: Report, stats: dict[str, RoundingStats]) -> None:
-    for record in report.converted:
-        s = stats.get(record.stored_name)
-        for name in _STAT_FIELDS if s is not None else ():
-            setattr(record, name, getattr(s, name))
+def _finish(report: Report, converted: list[graph.Converted]) -> None:
+    for record, done in zip(report.converted, converted):
+        for name in _STAT_FIELDS:
+            setattr(record, name, getattr(done.stats, name))
 
 
 def _check(result: onnx.ModelProto, load_original) -> None:
     """Refuse to hand back a model that fails onnx.checker when its source passed."""
     try:
-        onnx.checker.check_model(model_io.structure_only(result), full_check=True)
+        checking.check(result)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         try:
-            onnx.checker.check_model(model_io.structure_only(load_original()), full_check=True)
+            checking.check(load_original())
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
             logger.warning("the input model already fails onnx.checker; the output keeps that fault: %s", exc)
             return

@@ -7,27 +7,30 @@ from pathlib import Path
 
 import onnx
 
-from olive_bf16_pass import graph, model_io, selection
+from olive_bf16_pass import graph, selection, traversal
+from olive_bf16_pass.io.source import external_info, read_model
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.report import human_size, reason_group
 
 
 def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     """A dict of figures plus ``text``, a human rendering of them."""
-    source = model_io.read_model(path)
+    source = read_model(path)
     model = source.model
     by_dtype: Counter = Counter()
     count: Counter = Counter()
     external_files: Counter = Counter()
-    for tensor in model_io.iter_tensors(model):
-        name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
-        by_dtype[name] += model_io.expected_nbytes(tensor) or 0
+    for tensor in traversal.iter_tensors(model):
+        name = traversal.data_type_name(tensor.data_type)
+        by_dtype[name] += traversal.expected_nbytes(tensor) or 0
         count[name] += 1
-        info = model_io.external_info(tensor)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL and info.get("location") != Path(path).name:
+        info = external_info(tensor)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
             external_files[info["location"]] += int(info.get("length", 0))
-    chosen, skipped = selection.select(model, ConversionOptions(min_elements=min_elements))
-    sparse = sum(len(g.sparse_initializer) for g in model_io.iter_graphs(model.graph))
+    all_scopes = traversal.scopes(model)
+    found = traversal.definitions(all_scopes)
+    chosen, skipped = selection.select(model, all_scopes, found, ConversionOptions(min_elements=min_elements))
+    sparse = sum(len(s.body.sparse_initializer) for s in all_scopes if not s.is_function)
     refusals = []
     if (graph.main_opset(model) or graph.MIN_OPSET) < graph.MIN_OPSET:
         refusals.append(f"opset below {graph.MIN_OPSET}")
@@ -35,7 +38,7 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
         refusals.append(f"{sparse} sparse initializer(s)")
     if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
         refusals.append("float16 weights and no float32 ones")
-    saved = sum(c.elements * 2 for c in chosen)
+    saved = sum(traversal.elements(c.tensor) * 2 for c in chosen)
     reasons = Counter(reason_group(s.reason) for s in skipped)
     info = {
         "path": str(path),
@@ -44,7 +47,7 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
         "opset": graph.main_opset(model),
         "opset_ok": (graph.main_opset(model) or graph.MIN_OPSET) >= graph.MIN_OPSET,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "nodes": sum(len(g.node) for g in model_io.iter_graphs(model.graph)),
+        "nodes": sum(len(s.body.node) for s in all_scopes),
         "tensor_bytes_by_dtype": dict(by_dtype),
         "tensor_count_by_dtype": dict(count),
         "external_data_files": dict(external_files),

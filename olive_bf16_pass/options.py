@@ -1,8 +1,14 @@
-"""What a conversion may touch: the options shared by the library, the pass and the command."""
+"""What a conversion may touch: the options shared by the library, the pass and the command.
+
+Each option is described once, here: its default, its help (the Olive pass's description) and
+its command-line flag. ``pass_parameters()`` and ``cli_arguments()`` turn that into the pass's
+parameters and the command's flags, so the three cannot drift apart. This module imports
+neither Olive nor argparse.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from olive_bf16_pass.rounding import ROUNDINGS
 
@@ -10,33 +16,65 @@ from olive_bf16_pass.rounding import ROUNDINGS
 _NAME_LISTS = ("op_block_list", "node_block_list", "include_initializers", "exclude_initializers")
 
 
+def _option(default, help: str, flag: str, cli_help: str, metavar: str | None = None, choices: tuple = ()):
+    """A field with its pass description (``help``) and its flag. A boolean flag flips the default."""
+    meta = {"help": help, "flag": flag, "cli_help": cli_help, "metavar": metavar, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class ConversionOptions:
-    """Options of one conversion; every field has a safe default.
+    """Options of one conversion; every field has a safe default and its ``help`` in its metadata."""
 
-    rounding: "nearest_even" (default, bit-exact with ml_dtypes) or "truncate" (AMD's seed script).
-    saturate: a finite weight beyond BF16's range becomes +-max BF16 instead of Inf.
-    min_elements: tensors with fewer elements stay FP32 (scalars, biases of small layers).
-    op_block_list / node_block_list: inputs of nodes of these op types / names stay FP32.
-    include_initializers: when given, only these tensors may convert.
-    exclude_initializers: these tensors stay FP32.
-    convert_constants: large FP32 values held in Constant nodes convert too.
-    convert_graph_input_initializers: initializers that are also graph inputs (overridable at
-        run time) convert too; their graph input becomes BF16.
-    cast_after_gather: a table read only by Gather keeps BF16 in memory at run time: the Cast
-        moves after the Gather, so only the gathered rows widen to FP32.
-    """
-
-    rounding: str = "nearest_even"
-    saturate: bool = True
-    min_elements: int = 1024
-    op_block_list: tuple[str, ...] = ()
-    node_block_list: tuple[str, ...] = ()
-    include_initializers: tuple[str, ...] | None = None
-    exclude_initializers: tuple[str, ...] = ()
-    convert_constants: bool = True
-    convert_graph_input_initializers: bool = False
-    cast_after_gather: bool = True
+    rounding: str = _option(
+        "nearest_even",
+        "'nearest_even' (round to nearest, ties to even) or 'truncate' (drop the low 16 bits).",
+        "--rounding",
+        "nearest_even (default, bit-exact with ml_dtypes) or truncate (drop the low 16 bits)",
+        choices=ROUNDINGS,
+    )
+    saturate: bool = _option(
+        True,
+        "Clamp finite values beyond BF16's range to +-max BF16 instead of Inf.",
+        "--no-saturate",
+        "let finite values beyond BF16's range become Inf (default: +-max BF16)",
+    )
+    min_elements: int = _option(
+        1024, "Tensors with fewer elements stay float32.", "--min-elements", "smaller tensors stay FP32 (1024)", "N"
+    )
+    op_block_list: tuple[str, ...] = _option(
+        (), "Inputs of nodes of these op types stay float32.", "--op-block", "op type whose inputs stay FP32", "OP"
+    )
+    node_block_list: tuple[str, ...] = _option(
+        (), "Inputs of nodes with these names stay float32.", "--node-block", "node whose inputs stay FP32", "NAME"
+    )
+    include_initializers: tuple[str, ...] | None = _option(
+        None, "When set, only these tensors may convert.", "--include", "convert only these tensors", "TENSOR"
+    )
+    exclude_initializers: tuple[str, ...] = _option(
+        (), "These tensors stay float32.", "--exclude", "tensor that stays FP32", "TENSOR"
+    )
+    convert_constants: bool = _option(
+        True, "Convert large float32 values of Constant nodes too.", "--no-constants", "leave Constant nodes"
+    )
+    convert_graph_input_initializers: bool = _option(
+        False,
+        "Convert initializers that are also graph inputs; their input becomes bfloat16.",
+        "--graph-input-initializers",
+        "also convert overridable initializers",
+    )
+    cast_after_gather: bool = _option(
+        True,
+        "Keep Gather tables (embeddings) in BF16 at run time: widen the gathered rows only.",
+        "--no-cast-after-gather",
+        "widen embedding tables before their Gather instead of after it",
+    )
+    upgrade_opset: bool = _option(
+        True,
+        "Upgrade models below opset 13 (no Cast from bfloat16) with onnx's version converter; false refuses them.",
+        "--no-upgrade-opset",
+        "refuse models below opset 13 instead of upgrading them to 13",
+    )
 
     def __post_init__(self):
         if self.rounding not in ROUNDINGS:
@@ -52,9 +90,43 @@ class ConversionOptions:
 
     @classmethod
     def from_dict(cls, values: dict) -> ConversionOptions:
-        """Build from a mapping (an Olive pass config, parsed JSON), ignoring unrelated keys."""
+        """Build from a mapping (an Olive pass config, parsed JSON, argparse's vars), ignoring unrelated keys."""
         names = {f.name for f in fields(cls) if f.init}
         return cls(**{k: v for k, v in values.items() if k in names and v is not None})
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of option ``name``, for messages that must name both."""
+    return next(f.metadata["flag"] for f in fields(ConversionOptions) if f.name == name)
+
+
+def pass_parameters() -> dict[str, dict]:
+    """``PassConfigParam`` keyword arguments per option; name lists default to None (Olive's habit)."""
+    params = {}
+    for f in fields(ConversionOptions):
+        names = f.name in _NAME_LISTS
+        params[f.name] = {
+            "type_": list[str] if names else type(f.default),
+            "default_value": None if names else f.default,
+            "description": f.metadata["help"],
+        }
+    return params
+
+
+def cli_arguments() -> list[tuple[str, dict]]:
+    """``(flag, add_argument keyword arguments)`` per option, in field order; ``dest`` is the field name."""
+    arguments = []
+    for f in fields(ConversionOptions):
+        kwargs: dict = {"dest": f.name, "help": f.metadata["cli_help"]}
+        if f.name in _NAME_LISTS:  # repeated, one name each time
+            kwargs.update(action="append", default=None if f.default is None else [])
+        elif isinstance(f.default, bool):
+            kwargs.update(action="store_false" if f.default else "store_true")
+        else:
+            kwargs.update(type=type(f.default), default=f.default)
+        kwargs.update({k: f.metadata[k] for k in ("metavar", "choices") if f.metadata[k]})
+        arguments.append((f.metadata["flag"], kwargs))
+    return arguments

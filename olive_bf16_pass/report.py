@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+_GROUPS_SHOWN = 8
 
 
 def human_size(nbytes: int) -> str:
@@ -17,9 +20,46 @@ def human_size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
+# reason (as selection words it) -> its kind, without the node, tensor or size that varies
+_REASON_KINDS = (
+    (re.compile(r"input of .* \(op type in op_block_list\)"), "input of an op_block_list node"),
+    (re.compile(r"input of node .* \(in node_block_list\)"), "input of a node_block_list node"),
+    (re.compile(r"input \d+ of .* needs float32.*"), "an input that must stay float32 (scales, roi)"),
+    (re.compile(r"\d+ elements, (fewer than min_elements=\d+)"), r"\1"),
+)
+
+
 def reason_group(reason: str) -> str:
-    """Reasons that name a node are grouped without the node, so a summary stays one screen."""
-    return reason.split(" (")[0] if "node" in reason else reason
+    """The kind of a reason, so tensors kept for the same cause share one summary line."""
+    for pattern, kind in _REASON_KINDS:
+        match = pattern.fullmatch(reason)
+        if match:
+            return match.expand(kind)
+    return reason
+
+
+@dataclass
+class SkipGroup:
+    reason: str
+    count: int = 0
+    bytes: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+def group_skipped(skipped) -> list[SkipGroup]:
+    """Records with ``name``, ``reason`` and ``bytes`` (or ``nbytes``) grouped by reason kind, largest first."""
+    groups: dict[str, SkipGroup] = {}
+    for s in skipped:
+        group = groups.setdefault(reason_group(s.reason), SkipGroup(reason_group(s.reason)))
+        group.count += 1
+        group.bytes += getattr(s, "bytes", None) or getattr(s, "nbytes", 0) or 0
+        group.names.append(s.name)
+    return sorted(groups.values(), key=lambda g: (-g.bytes, -g.count, g.reason))
+
+
+def _examples(names: list[str], shown: int = 3, width: int = 40) -> str:
+    cut = [n if len(n) <= width else n[: width - 3] + "..." for n in names[:shown]]
+    return ", ".join(cut) + (f", +{len(names) - shown} more" if len(names) > shown else "")
 
 
 @dataclass
@@ -30,7 +70,8 @@ class TensorRecord:
     shape: list[int]
     bytes_before: int
     bytes_after: int
-    widened: str  # "cast", "after_gather", or "cast+after_gather"
+    widened: str  # "cast" or "after_gather"
+    scope: str = "graph"  # where it lives: "graph", "graph/If[2].then_branch", "function local.f", ...
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
     nan_count: int = 0
@@ -44,6 +85,7 @@ class SkippedRecord:
     name: str
     reason: str
     bytes: int
+    scope: str = "graph"
 
 
 @dataclass
@@ -58,6 +100,7 @@ class Report:
     source: str | None = None
     destination: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    opset_upgrade: list[int] | None = None  # [from, to] when the converter upgraded the model's opset
 
     @property
     def ratio(self) -> float:
@@ -103,12 +146,12 @@ class Report:
         }
         if any(specials.values()):
             lines.append("special values: " + ", ".join(f"{n} {k}" for k, n in specials.items() if n))
-        reasons: dict[str, int] = {}
-        for s in self.skipped:
-            key = reason_group(s.reason)
-            reasons[key] = reasons.get(key, 0) + 1
-        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
-            lines.append(f"  kept {n:>4}: {reason}")
+        groups = group_skipped(self.skipped)
+        for g in groups[:_GROUPS_SHOWN]:
+            tensors = "tensor " if g.count == 1 else "tensors"
+            lines.append(f"  kept {g.count:>4} {tensors} {human_size(g.bytes):>9}: {g.reason} ({_examples(g.names)})")
+        if len(groups) > _GROUPS_SHOWN:
+            lines.append(f"  ... and {len(groups) - _GROUPS_SHOWN} more reasons; the JSON report lists every tensor")
         if self.seconds is not None:
             lines.append(f"time: {self.seconds:.2f} s")
         return "\n".join(lines)

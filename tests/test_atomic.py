@@ -29,7 +29,7 @@ import pytest
 from _fuzz_models import big_model, matmul_model, run_session, save_with_external_data, sha256, temp_leftovers
 
 from olive_bf16_pass import convert as convert_module
-from olive_bf16_pass import model_io
+from olive_bf16_pass.io import streamer, writer
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.convert import convert_file
 from olive_bf16_pass.errors import ConversionError
@@ -53,7 +53,7 @@ def _converter(src: Path, dst: Path, *, external: bool = False, in_place: bool =
     """A child process that converts src to dst; with kill_after_rename=N it SIGKILLs itself after the N-th rename."""
     code = f"""
         import os, signal
-        from olive_bf16_pass import model_io
+        from olive_bf16_pass.io import streamer, writer
         from olive_bf16_pass.convert import convert_file
         from olive_bf16_pass.options import ConversionOptions
         renames = [0]
@@ -63,14 +63,14 @@ def _converter(src: Path, dst: Path, *, external: bool = False, in_place: bool =
             renames[0] += 1
             if renames[0] == {kill_after_rename}:
                 os.kill(os.getpid(), signal.SIGKILL)
-        model_io.os.replace = replace
+        writer.os.replace = replace
         # each 16 MB chunk waits a little, so a watcher cannot miss the write however fast the disk
         import time
-        real_chunk = model_io._Streamer._chunk
+        real_chunk = streamer.Streamer._chunk
         def slow_chunk(*args):
             time.sleep(0.05)
             return real_chunk(*args)
-        model_io._Streamer._chunk = slow_chunk
+        streamer.Streamer._chunk = slow_chunk
         convert_file({str(src)!r}, {str(dst)!r}, ConversionOptions(min_elements=1),
                      save_as_external_data={external}, in_place={in_place})
     """
@@ -223,7 +223,7 @@ def test_renames_come_after_complete_files(tmp_path, monkeypatch):
         assert a.parent == b.parent == dst.parent and a.name.startswith(".b.onnx.") and a.name.endswith(".tmp")
         real_replace(a, b)
 
-    monkeypatch.setattr(model_io.os, "replace", replace)
+    monkeypatch.setattr(writer.os, "replace", replace)
     convert_file(src, dst, ConversionOptions(min_elements=1), save_as_external_data=True)
     assert [s[1] for s in seen] == ["b.onnx.data", "b.onnx"]
     assert seen[0][2] == (dst.parent / "b.onnx.data").stat().st_size >= 128 * 128 * 2
@@ -233,13 +233,13 @@ def test_interrupt_mid_write_removes_the_temporaries(tmp_path, monkeypatch, caps
     """Ctrl-C (KeyboardInterrupt) runs the cleanup that SIGKILL cannot: no temporaries, exit 130."""
     src = tmp_path / "m.onnx"
     onnx.save(matmul_model(n=128), str(src))
-    real_copy = model_io._Streamer.copy
+    real_copy = streamer.Streamer.copy
 
-    def copy(self, tensor, out, position):
-        real_copy(self, tensor, out, position)
+    def copy(self, tensor, out, position, conversion):
+        real_copy(self, tensor, out, position, conversion)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_io._Streamer, "copy", copy)
+    monkeypatch.setattr(streamer.Streamer, "copy", copy)
     for extra in ([], ["--external-data"]):
         assert main(["convert", str(src), str(tmp_path / "out.onnx"), *extra]) == 130
         assert "interrupted; nothing was written" in capsys.readouterr().err

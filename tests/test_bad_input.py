@@ -32,7 +32,7 @@ from _fuzz_models import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_bf16_pass import model_io
+from olive_bf16_pass.io import streamer, writer
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.errors import ConversionError
 
@@ -383,7 +383,7 @@ class _FillsUp:
 def _fill_up(monkeypatch, room, on_temp=None):
     """Make every write of the converter, buffered or positional, draw on one small disk."""
     disk = _Disk(room)
-    real_temp, real_pwrite = model_io._temp_beside, model_io._Output.pwrite
+    real_temp, real_pwrite = writer._temp_beside, streamer.Output.pwrite
 
     def temp_beside(*args):
         f, path = real_temp(*args)
@@ -395,8 +395,8 @@ def _fill_up(monkeypatch, room, on_temp=None):
         disk.take(data)
         return real_pwrite(self, data, at)
 
-    monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
-    monkeypatch.setattr(model_io._Output, "pwrite", pwrite)
+    monkeypatch.setattr(writer, "_temp_beside", temp_beside)
+    monkeypatch.setattr(streamer.Output, "pwrite", pwrite)
 
 
 @pytest.mark.parametrize("room", [0, 100, 4000], ids=["at-once", "in-header", "in-data"])
@@ -427,10 +427,13 @@ def test_full_disk_keeps_an_existing_output(capsys, work, fp32, monkeypatch):
 # --- models the conversion refuses or passes through -------------------------------------------
 
 
-def test_opset_below_13(capsys, work):
+def test_opset_below_13_is_refused_when_asked(capsys, work):
     onnx.save(matmul_model(opset=12), str(work / "old.onnx"))
     expect_error(
-        capsys, ["convert", work / "old.onnx", work / "out.onnx"], contains=["opset 12", "opset 13"], folders=[work]
+        capsys,
+        ["convert", work / "old.onnx", work / "out.onnx", "--no-upgrade-opset"],
+        contains=["opset 12", "opset 13", "upgrade_opset"],
+        folders=[work],
     )
 
 

@@ -171,7 +171,10 @@ def test_report_json(capsys, fp32, tmp_path):
     # BF16 keeps 8 significant bits: round to nearest is within half a unit in the last place, 2**-8 relative
     assert 0 < record["max_rel_error"] <= 2**-8 and record["max_abs_error"] > 0
     assert record["nan_count"] == record["inf_count"] == 0
-    assert report["skipped"] == [{"name": "b", "reason": "64 elements, fewer than min_elements=1024", "bytes": 256}]
+    assert report["skipped"] == [
+        {"name": "b", "reason": "64 elements, fewer than min_elements=1024", "bytes": 256, "scope": "graph"}
+    ]
+    assert record["scope"] == "graph" and report["opset_upgrade"] is None
     assert report["options"]["min_elements"] == 1024 and report["options"]["rounding"] == "nearest_even"
     assert 0.45 < report["ratio"] < 0.55
     assert report["destination"] == [str(tmp_path / "out.onnx")]
@@ -208,6 +211,7 @@ def test_every_flag_reaches_the_options():
             "--no-constants",
             "--graph-input-initializers",
             "--no-cast-after-gather",
+            "--no-upgrade-opset",
         ]
     )
     assert cli._options(args).to_dict() == {
@@ -221,6 +225,7 @@ def test_every_flag_reaches_the_options():
         "convert_constants": False,
         "convert_graph_input_initializers": True,
         "cast_after_gather": False,
+        "upgrade_opset": False,
     }
     defaults = cli._options(cli._parser().parse_args(["convert", "a", "b"]))
     from olive_bf16_pass.options import ConversionOptions
@@ -433,3 +438,61 @@ def test_report_that_cannot_be_written_says_the_model_was(capsys, fp32, tmp_path
     rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q")
     assert rc == 1 and "cannot write the report" in err and "the model itself was written" in err
     assert err.count("\n") == 1 and (tmp_path / "o.onnx").exists()
+
+
+# --- paths that must not be replaced -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["input", "input-data", "output", "output-data"])
+def test_a_report_path_naming_a_model_file_is_refused(capsys, tmp_path, target):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_with_external_data(matmul_model(), src / "m.onnx")
+    data_file = next(p for p in src.iterdir() if p.name != "m.onnx")
+    out = tmp_path / "o.onnx"
+    report = {"input": src / "m.onnx", "input-data": data_file, "output": out, "output-data": tmp_path / "o.onnx.data"}
+    before = {p: p.read_bytes() for p in src.iterdir()}
+    rc, stdout, err = run(capsys, "convert", src / "m.onnx", out, "--external-data", "--report", report[target])
+    assert rc == 1 and stdout == "" and err.count("\n") == 1
+    assert "the report would overwrite" in err and "Choose another report path" in err
+    assert {p: p.read_bytes() for p in src.iterdir()} == before and not out.exists()
+    assert not (tmp_path / "o.onnx.data").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_an_output_that_is_a_fifo_is_refused_not_replaced(capsys, fp32, tmp_path):
+    fifo = tmp_path / "out.onnx"
+    os.mkfifo(fifo)
+    rc, _, err = run(capsys, "convert", fp32, fifo)
+    assert rc == 1 and "exists and is a FIFO (named pipe), not a regular file" in err and err.count("\n") == 1
+    assert fifo.is_fifo()  # left as it was
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+def test_an_output_that_is_a_device_is_refused(capsys, fp32):
+    rc, _, err = run(capsys, "convert", fp32, "/dev/null")
+    assert rc == 1 and "/dev/null: exists and is a device" in err
+    assert Path("/dev/null").is_char_device()
+
+
+def test_an_output_name_of_255_bytes_works(capsys, fp32, tmp_path):
+    out = tmp_path / ("n" * 250 + ".onnx")
+    rc, stdout, err = run(capsys, "convert", fp32, out, "--report", tmp_path / "r.json")
+    assert (rc, err) == (0, "") and out.exists() and f"wrote {out}" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.onnx", "r.json", out.name])
+
+
+def test_library_warnings_reach_stderr_as_one_line(capsys, fp32, tmp_path, monkeypatch):
+    import logging
+
+    from olive_bf16_pass import convert
+
+    real = convert.convert_file
+
+    def warn_then_convert(*args, **kwargs):
+        logging.getLogger("olive_bf16_pass.convert").warning("exclude_initializers 'w' matches no tensor;\nsee 'W'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "convert_file", warn_then_convert)
+    rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "-q")
+    assert rc == 0 and err == "olive-bf16: warning: exclude_initializers 'w' matches no tensor; see 'W'\n"

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import embedding_mlp, if_subgraph_model, rand, run, save
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
-from olive_bf16_pass import model_io
+from olive_bf16_pass.io import writer
 
 IDS = np.array([[1, 5, 63, 0], [2, 2, 9, 40]], np.int64)
 
@@ -71,7 +71,7 @@ def test_subgraph_model_through_files(tmp_path):
 
 def test_output_over_the_protobuf_limit_goes_to_external_data(tmp_path, monkeypatch, caplog):
     src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
-    monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", 10_000)  # stands in for 2 GB
+    monkeypatch.setattr(writer, "PROTOBUF_LIMIT", 10_000)  # stands in for 2 GB
     report = convert_file(src, tmp_path / "o.onnx")
     assert (tmp_path / "o.onnx.data").exists() and len(report.destination) == 2
     assert "exceed 2 GB" in caplog.text

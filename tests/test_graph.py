@@ -3,9 +3,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from helpers import embedding_mlp, if_subgraph_model, make_model, rand, run, tensor
+from helpers import bf16_tolerance, embedding_mlp, if_subgraph_model, make_model, rand, run, tensor
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_model
-from olive_bf16_pass.model_io import iter_graphs
+from olive_bf16_pass import graph
+from olive_bf16_pass.traversal import scopes
 
 
 def _casts(graph):
@@ -85,7 +86,7 @@ def test_subgraphs_get_their_casts_where_the_value_is_visible():
     model = if_subgraph_model()
     out, report = convert_model(model, ConversionOptions(min_elements=64))
     assert {r.name for r in report.converted} == {"W", "V", "C"}
-    graphs = {g.name: g for g in iter_graphs(out.graph)}
+    graphs = {s.body.name: s.body for s in scopes(out)}
     main, then_g, else_g = graphs["test"], graphs["then"], graphs["else"]
     assert any(n.op_type == "Cast" and n.output == ["W"] for n in main.node)  # outer value, read inside
     assert _init(then_g, "V_bf16").data_type == TensorProto.BFLOAT16
@@ -153,14 +154,28 @@ def test_metadata_doc_strings_opsets_and_value_info_are_kept():
     assert {v.name: v.type for v in inferred.graph.value_info}["emb"] == model.graph.value_info[0].type
 
 
-@pytest.mark.parametrize("opset", [11, 12])
-def test_models_below_opset_13_are_refused_clearly(opset):
-    model = make_model(
+def _old_opset_model(opset):
+    return make_model(
         [helper.make_node("MatMul", ["x", "W"], ["y"])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
         [tensor("W", rand((64, 64)))],
         opset=opset,
     )
-    with pytest.raises(ConversionError, match=f"opset {opset}.*opset 13 or later.*convert_version"):
-        convert_model(model)
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_models_below_opset_13_are_upgraded_and_say_so(opset):
+    model = _old_opset_model(opset)
+    out, report = convert_model(model, ConversionOptions(min_elements=16))
+    assert graph.main_opset(out) == 13 and report.opset_upgrade == [opset, 13]
+    x = rand((1, 64), 5)
+    ref = run(model, {"x": x})[0]
+    assert np.allclose(run(out, {"x": x})[0], ref, atol=bf16_tolerance(ref))
+    assert len(report.converted) == 1
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_old_opsets_are_refused_clearly_when_asked(opset):
+    with pytest.raises(ConversionError, match=f"opset {opset}.*opset 13 or later.*convert_version.*upgrade_opset"):
+        convert_model(_old_opset_model(opset), ConversionOptions(upgrade_opset=False))

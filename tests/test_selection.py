@@ -5,10 +5,12 @@ from onnx import TensorProto, helper
 from helpers import embedding_mlp, make_model, rand, tensor
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.selection import select
+from olive_bf16_pass.traversal import definitions, scopes
 
 
 def _reasons(model, **options):
-    chosen, skipped = select(model, ConversionOptions(**options))
+    all_scopes = scopes(model)
+    chosen, skipped = select(model, all_scopes, definitions(all_scopes), ConversionOptions(**options))
     return {c.name for c in chosen}, {s.name: s.reason for s in skipped}
 
 

@@ -13,6 +13,7 @@ from olive.passes.onnx.common import get_external_data_config
 from olive.passes.pass_config import BasePassConfig, PassConfigParam
 
 from olive_bf16_pass.convert import convert_file
+from olive_bf16_pass.errors import ConversionError, one_line, os_error_line
 from olive_bf16_pass.olive.vitisai import (
     VITISAI_EP,
     has_vitisai_cache_key,
@@ -21,7 +22,7 @@ from olive_bf16_pass.olive.vitisai import (
     runtime_versions,
     with_versioned_cache_keys,
 )
-from olive_bf16_pass.options import ConversionOptions
+from olive_bf16_pass.options import ConversionOptions, pass_parameters
 
 SOURCE_MODEL_ATTRIBUTE = "bf16_source_model_path"
 # the Vitis AI EP loads single-file models only (RyzenAI-SW issue #320)
@@ -43,54 +44,15 @@ class OnnxFloatToBFloat16(Pass):
 
     @classmethod
     def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
-        config = {
-            "rounding": PassConfigParam(
-                type_=str,
-                default_value="nearest_even",
-                description="'nearest_even' (round to nearest, ties to even) or 'truncate' (drop the low 16 bits).",
+        config = {name: PassConfigParam(**param) for name, param in pass_parameters().items()}
+        config["inference_settings"] = PassConfigParam(
+            type_=Optional[dict[str, Any]],
+            default_value=None,
+            description=(
+                "Inference settings (execution providers and their options) put on the output model; "
+                "Olive 0.13 drops metric-level ones."
             ),
-            "saturate": PassConfigParam(
-                type_=bool,
-                default_value=True,
-                description="Clamp finite values beyond BF16's range to +-max BF16 instead of Inf.",
-            ),
-            "min_elements": PassConfigParam(
-                type_=int, default_value=1024, description="Tensors with fewer elements stay float32."
-            ),
-            "op_block_list": PassConfigParam(
-                type_=list[str], default_value=None, description="Inputs of nodes of these op types stay float32."
-            ),
-            "node_block_list": PassConfigParam(
-                type_=list[str], default_value=None, description="Inputs of nodes with these names stay float32."
-            ),
-            "include_initializers": PassConfigParam(
-                type_=list[str], default_value=None, description="When set, only these tensors may convert."
-            ),
-            "exclude_initializers": PassConfigParam(
-                type_=list[str], default_value=None, description="These tensors stay float32."
-            ),
-            "convert_constants": PassConfigParam(
-                type_=bool, default_value=True, description="Convert large float32 values of Constant nodes too."
-            ),
-            "convert_graph_input_initializers": PassConfigParam(
-                type_=bool,
-                default_value=False,
-                description="Convert initializers that are also graph inputs; their input becomes bfloat16.",
-            ),
-            "cast_after_gather": PassConfigParam(
-                type_=bool,
-                default_value=True,
-                description="Keep Gather tables (embeddings) in BF16 at run time: widen the gathered rows only.",
-            ),
-            "inference_settings": PassConfigParam(
-                type_=Optional[dict[str, Any]],
-                default_value=None,
-                description=(
-                    "Inference settings (execution providers and their options) put on the output model; "
-                    "Olive 0.13 drops metric-level ones."
-                ),
-            ),
-        }
+        )
         config.update(get_external_data_config())
         return config
 
@@ -105,14 +67,20 @@ class OnnxFloatToBFloat16(Pass):
             raise ValueError(VITIS_EXTERNAL_DATA.format(why="save_as_external_data is true"))
         source = Path(model.model_path)
         output = Path(resolve_onnx_path(output_model_path, source.name))
-        report = convert_file(
-            source,
-            output,
-            ConversionOptions.from_dict(config.model_dump()),
-            save_as_external_data=config.save_as_external_data,
-            external_data_name=config.external_data_name,
-            size_threshold=config.size_threshold,
-        )
+        try:
+            report = convert_file(
+                source,
+                output,
+                ConversionOptions.from_dict(config.model_dump()),
+                save_as_external_data=config.save_as_external_data,
+                external_data_name=config.external_data_name,
+                size_threshold=config.size_threshold,
+                convert_attribute=config.convert_attribute,
+            )
+        except ConversionError as exc:  # re-raised one line, still a ValueError: Olive stops the run on it
+            raise ConversionError(f"OnnxFloatToBFloat16: {one_line(exc)}") from exc
+        except OSError as exc:  # disk full, no permission: Olive would log these and exit 0 with no model
+            raise ConversionError(f"OnnxFloatToBFloat16: {os_error_line(exc)}; nothing was written") from exc
         in_folder = len(report.destination) > 1
         if vitis and in_folder:
             _remove(report.destination)

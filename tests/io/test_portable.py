@@ -25,11 +25,11 @@ from onnx import TensorProto, helper
 import no_posix
 from helpers import embedding_mlp, if_subgraph_model, make_model, rand, run, save, tensor
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
-from olive_bf16_pass import model_io
+from olive_bf16_pass.io import source, writer
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent.parent
 PACKAGE = TESTS.parent / "olive_bf16_pass"
-CORE_TESTS = ["test_model_io.py", "test_convert.py", "test_bad_input.py", "test_graph.py", "test_portable_io.py"]
+CORE_TESTS = ["io/test_source.py", "io/test_portable.py", "test_convert.py", "test_bad_input.py", "test_graph.py", "test_identity.py"]
 
 
 def _env(**extra) -> dict:
@@ -172,7 +172,7 @@ def test_no_handle_is_open_on_a_file_when_it_is_replaced(tmp_path, monkeypatch, 
         seen.append((Path(b).name, held))
         real_replace(a, b)
 
-    monkeypatch.setattr(model_io.os, "replace", replace)
+    monkeypatch.setattr(writer.os, "replace", replace)
     convert_file(src, dst, ConversionOptions(min_elements=16), save_as_external_data=external, in_place=in_place)
     assert seen and all(not held for _, held in seen), seen
     onnx.checker.check_model(str(dst), full_check=True)
@@ -187,7 +187,7 @@ def test_a_locked_output_gets_a_clear_error_and_no_leftovers(tmp_path, monkeypat
     def replace(a, b):
         raise PermissionError(13, "The process cannot access the file because it is being used by another process")
 
-    monkeypatch.setattr(model_io.os, "replace", replace)
+    monkeypatch.setattr(writer.os, "replace", replace)
     before = hashlib.sha256(src.read_bytes()).hexdigest()
     with pytest.raises(ConversionError, match="another program probably has it open.*Close it"):
         convert_file(src, dst)
@@ -216,7 +216,7 @@ def test_a_locked_output_gets_a_clear_error_and_no_leftovers(tmp_path, monkeypat
     ],
 )
 def test_locations_that_may_leave_the_folder_are_refused_everywhere(location):
-    assert model_io.location_parts(location) is None
+    assert source.location_parts(location) is None
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ def test_locations_that_may_leave_the_folder_are_refused_everywhere(location):
      ("./sub//w.bin", ["sub", "w.bin"])],
 )
 def test_relative_locations_split_on_both_separators(location, parts):
-    assert model_io.location_parts(location) == parts
+    assert source.location_parts(location) == parts
 
 
 def _with_location(model: onnx.ModelProto, folder: Path, location: str) -> Path:
@@ -281,18 +281,18 @@ def test_a_long_output_name_keeps_its_temporaries_short(tmp_path, monkeypatch):
     src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
     dst = tmp_path / ("m" * 245 + ".onnx")  # 250 characters: legal, and ".NAME.xxxxxxxx.data.tmp" would not be
     names = []
-    real = model_io._temp_beside
+    real = writer._temp_beside
 
     def temp_beside(d, suffix, created):
         out, path = real(d, suffix, created)
         names.append(path.name)
         return out, path
 
-    monkeypatch.setattr(model_io, "_temp_beside", temp_beside)
+    monkeypatch.setattr(writer, "_temp_beside", temp_beside)
     convert_file(src, dst, save_as_external_data=True, external_data_name="w.data")
     assert dst.is_file() and (tmp_path / "w.data").is_file()
     assert names and all(len(n) < 90 for n in names), names
-    assert model_io.temporaries_of(dst) == []
+    assert writer.temporaries_of(dst) == []
 
 
 # --- the source names nothing Windows lacks ----------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import embedding_mlp, save
 from olive_bf16_pass import ConversionError
-from olive_bf16_pass.model_io import INLINE_LIMIT, external_info, read_model
+from olive_bf16_pass.io.source import INLINE_LIMIT, external_info, read_model
 
 
 def test_single_file_skeleton_leaves_large_tensors_on_disk(tmp_path):
@@ -103,7 +103,7 @@ def test_rounding_while_streaming_equals_rounding_in_memory(tmp_path):
 
 
 def test_expected_sizes_of_every_kind_of_tensor():
-    from olive_bf16_pass.model_io import expected_nbytes
+    from olive_bf16_pass.traversal import expected_nbytes
 
     def size(data_type, dims=(3, 5)):
         return expected_nbytes(onnx.TensorProto(dims=list(dims), data_type=data_type))

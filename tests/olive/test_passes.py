@@ -133,3 +133,37 @@ def test_pass_adds_no_cache_key_where_none_was_given(tmp_path):
     settings = {"execution_provider": ["VitisAIExecutionProvider"], "provider_options": [{"config_file": "c.json"}]}
     _, out = _run_pass(tmp_path, {"inference_settings": settings})
     assert out.inference_settings == settings
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def test_pass_parameters_are_the_options_own():
+    from olive_bf16_pass.options import pass_parameters
+
+    config = OnnxFloatToBFloat16._default_config(None)
+    for name, param in pass_parameters().items():
+        assert (config[name].type_, config[name].default_value, config[name].description) == (
+            param["type_"], param["default_value"], param["description"])
+    assert {"inference_settings", "save_as_external_data", "convert_attribute"} <= set(config)
+
+
+def _recording_convert_file(monkeypatch):
+    from olive_bf16_pass.olive import passes
+
+    calls = []
+    real = passes.convert_file
+
+    def record(src, dst, options=None, **kwargs):
+        calls.append(dict(kwargs))
+        return real(src, dst, options, **kwargs)
+
+    monkeypatch.setattr(passes, "convert_file", record)
+    return calls
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_convert_attribute_reaches_the_converter(tmp_path, monkeypatch, wanted):
+    calls = _recording_convert_file(monkeypatch)
+    _, out = _run_pass(tmp_path, {"save_as_external_data": True, "convert_attribute": wanted})
+    assert calls[0]["convert_attribute"] is wanted and calls[0]["save_as_external_data"] is True
+    assert out.model_attributes["bf16_conversion"]["converted"] == 3

@@ -1,0 +1,80 @@
+"""onnx.checker on what was written, without reading the weights back into memory.
+
+``onnx.checker.check_model`` on a proto resolves external data against the working directory,
+and loading the written model would cost its size in memory. So the check runs on a structural
+copy: tensors whose data is elsewhere become typed graph inputs (initializers) or a Constant
+holding an empty sparse tensor of the same type and shape (Constant values). Shape inference is
+unaffected: the tensors it reads (shapes, axes) are small and stay inline.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import onnx
+
+from olive_bf16_pass.io.source import INLINE_LIMIT
+from olive_bf16_pass.io.wire import SkeletonScanner
+from olive_bf16_pass.traversal import constant_value, expected_nbytes, scopes
+
+
+def read_written(path: Path) -> onnx.ModelProto:
+    """The written .onnx as a skeleton: its tensors' data stays on disk."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        skeleton = SkeletonScanner(buf, path.name, INLINE_LIMIT).scan()
+    model = onnx.ModelProto()
+    model.ParseFromString(skeleton)
+    return model
+
+
+def _elsewhere(tensor: onnx.TensorProto) -> bool:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return True
+    return not tensor.raw_data and _has_no_typed_data(tensor) and bool(expected_nbytes(tensor))
+
+
+def _has_no_typed_data(tensor: onnx.TensorProto) -> bool:
+    return not (
+        tensor.float_data or tensor.int32_data or tensor.int64_data or tensor.double_data or tensor.uint64_data
+    )
+
+
+def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for onnx.checker in which no tensor needs data from elsewhere."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    # the main graph's inputs: a subgraph's inputs are its formal parameters (an If branch has
+    # none), so a subgraph's stripped tensor becomes an outer-scope input, which it may read
+    inputs = {v.name for v in copy.graph.input}
+    for scope in scopes(copy):
+        for index in reversed(range(len(scope.initializers))):
+            tensor = scope.initializers[index]
+            if not _elsewhere(tensor):
+                continue
+            if tensor.name not in inputs:
+                inputs.add(tensor.name)
+                copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            del scope.body.initializer[index]
+        nodes = scope.body.node
+        for index in reversed(range(len(nodes))):
+            value = constant_value(nodes[index])
+            if value is not None and _elsewhere(value) and nodes[index].output:
+                stand_in = _shaped_like(value, nodes[index].output[0])
+                del nodes[index]
+                for offset, node in enumerate(stand_in):
+                    nodes.insert(index + offset, node)
+    return copy
+
+
+def _shaped_like(value: onnx.TensorProto, output: str) -> list[onnx.NodeProto]:
+    """A Constant of the same type and shape as ``value`` that holds no data: an empty sparse tensor."""
+    values = onnx.TensorProto(name=f"{output}__values", data_type=value.data_type, dims=[0])
+    indices = onnx.TensorProto(name=f"{output}__indices", data_type=onnx.TensorProto.INT64, dims=[0])
+    sparse = onnx.helper.make_sparse_tensor(values, indices, list(value.dims))
+    return [onnx.helper.make_node("Constant", [], [output], sparse_value=sparse)]
+
+
+def check(model: onnx.ModelProto) -> None:
+    """The full onnx.checker (with strict shape inference) on the structural copy."""
+    onnx.checker.check_model(structure_only(model), full_check=True)

@@ -1,0 +1,165 @@
+"""Reading a model as a skeleton, and where each of its tensors' bytes really are.
+
+External data is a path written by whoever made the model, so it is judged before any byte is
+read: a plain relative location inside the model's folder, the same on every platform (``\\``
+separates as ``/`` does; drive letters, UNC, rooted paths and ``..`` are refused), not leading
+out of the folder through a link, long enough for the tensor's shape.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io.wire import SkeletonScanner, Truncated
+from olive_bf16_pass.traversal import expected_nbytes, iter_tensors
+
+INLINE_LIMIT = 1024  # raw_data of at least this many bytes stays on disk in the skeleton
+_SEPARATORS = re.compile(r"[\\/]")
+
+
+def external_info(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def location_parts(location: str) -> list[str] | None:
+    """The folder names of a relative external-data location, or None when it may leave the folder.
+
+    Judged the same on every platform: files written on Windows may carry ``\\``, so both
+    separators split, and drive letters, UNC and rooted paths, ``..`` and NUL are refused
+    everywhere (a ``..\\`` escape is a traversal on Linux too once the file reaches Windows).
+    """
+    if not location or "\0" in location or ":" in location or location[0] in "/\\":
+        return None
+    parts = [p for p in _SEPARATORS.split(location) if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return parts
+
+
+@dataclass
+class SourceModel:
+    """A model read for conversion: its skeleton and where its tensors' bytes live."""
+
+    model: onnx.ModelProto
+    path: Path  # the model file, as given
+    file: Path  # the model file itself, links resolved
+    base_dir: Path  # the folder external data is relative to: the given path's folder
+    spans: frozenset[tuple[int, int]] = frozenset()  # (offset, length) lifted from the model file
+    files: frozenset[Path] = field(default_factory=frozenset)  # every file read, resolved
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
+
+    def where(self, tensor: onnx.TensorProto, nbytes: int | None = None) -> tuple[Path, int, int]:
+        """Checked (file, offset, length) of an external tensor's bytes; ``nbytes``: the length its
+        source type needs, when the graph edits have already retyped it."""
+        info = external_info(tensor)
+        try:
+            span = (int(info.get("offset", 0)), int(info["length"]))
+        except (KeyError, ValueError):
+            span = None
+        if span in self.spans and info.get("location") == self.path.name:
+            return self.file, span[0], span[1]  # bytes the skeleton lifted out of the model file
+        return resolve_external(self.base_dir, tensor, nbytes, also_inside=self.file.parent)
+
+
+def _check_input_path(path: Path) -> Path:
+    """The model file with links resolved, or a one-line refusal."""
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ConversionError(f"{path}: a link to a file that does not exist. Point it at the model.") from None
+        raise ConversionError(f"{path}: no such file. Check the path of the input model.") from None
+    except (RuntimeError, OSError) as exc:  # a link loop (RuntimeError before Python 3.13)
+        raise ConversionError(f"{path}: cannot follow the path ({exc}); a symbolic link loops or is broken.") from exc
+    if resolved.is_dir():
+        raise ConversionError(f"{path}: is a directory. Give the .onnx file inside it.")
+    if not resolved.is_file():
+        raise ConversionError(f"{path}: not a regular file. Give the .onnx file of the model.")
+    if resolved.stat().st_size == 0:
+        raise ConversionError(f"{path}: the file is empty, not an ONNX model. Export the model again.")
+    return resolved
+
+
+def read_model(path: str | os.PathLike) -> SourceModel:
+    """Read ``path`` as a skeleton; every external-data reference is checked before use."""
+    path = Path(path)
+    resolved = _check_input_path(path)
+    not_onnx = f"{path}: not a valid ONNX model (the file is truncated or not ONNX). Re-export or re-download it."
+    try:
+        with open(resolved, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            scanner = SkeletonScanner(buf, path.name, INLINE_LIMIT)
+            skeleton = scanner.scan()
+        model = onnx.ModelProto()
+        model.ParseFromString(skeleton)
+    except (Truncated, DecodeError, ValueError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, PermissionError):
+            raise ConversionError(f"{path}: cannot read the file ({exc.strerror}).") from exc
+        raise ConversionError(not_onnx) from exc
+    if not model.HasField("graph") or model.ir_version <= 0:
+        raise ConversionError(not_onnx)
+    source = SourceModel(model, path, resolved, path.parent, frozenset(scanner.spans))
+    files = {resolved}
+    for tensor in iter_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            files.add(source.where(tensor)[0])
+    source.files = frozenset(files)
+    return source
+
+
+def resolve_external(
+    base_dir: Path, tensor: onnx.TensorProto, expected: int | None = None, also_inside: Path | None = None
+) -> tuple[Path, int, int]:
+    """Where an external tensor's bytes are: (file, offset, length), refusing paths outside base_dir.
+
+    ``also_inside``: the folder the model file itself resolves into. A Hugging Face cache keeps
+    ``snapshots/REV/model.onnx`` and its data as links into ``blobs/``: data that lands beside
+    the model's own bytes is the model's, not an escape.
+    """
+    info = external_info(tensor)
+    location = info.get("location", "")
+    where = f"tensor {tensor.name!r}: external data location {location!r}"
+    parts = location_parts(location)
+    if parts is None:
+        raise ConversionError(
+            f"{where} is not a plain relative path inside the model's folder; refusing to read it. "
+            "Keep external data files beside the model."
+        )
+    bases = {base_dir.resolve(), *([also_inside.resolve()] if also_inside is not None else [])}
+    try:
+        target = base_dir.joinpath(*parts).resolve()
+    except (RuntimeError, OSError) as exc:
+        raise ConversionError(f"{where}: cannot follow the path ({exc}); a symbolic link loops.") from exc
+    if not any(target.is_relative_to(base) for base in bases):
+        raise ConversionError(
+            f"{where} resolves outside the model's folder (through a link); refusing to read it. If the model "
+            "comes from the Hugging Face cache, copy its files out of the cache into one folder (or download "
+            "with huggingface_hub's local_dir) and convert that copy."
+        )
+    if not target.is_file():
+        raise ConversionError(f"{where}: the file is missing. Copy the model together with its external data files.")
+    try:
+        offset = int(info.get("offset", 0))
+        size = target.stat().st_size
+        length = int(info["length"]) if "length" in info else size - offset
+    except ValueError as exc:
+        raise ConversionError(f"{where}: offset or length is not a number.") from exc
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ConversionError(
+            f"{where}: the file is shorter ({size} bytes) than the tensor needs "
+            f"(offset {offset} + length {length}); the external data is truncated."
+        )
+    expected = expected_nbytes(tensor) if expected is None else expected
+    if expected is not None and expected != length:
+        raise ConversionError(f"{where}: holds {length} bytes but the tensor's shape needs {expected}.")
+    return target, offset, length

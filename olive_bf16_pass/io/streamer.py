@@ -1,0 +1,202 @@
+"""Chunked, portable positional read -> round -> write of tensor bytes.
+
+Every output offset is known before anything is written, so each chunk is an independent task:
+positional read, conversion, positional write. Two workers run them, keeping both cores busy
+(file I/O and numpy loops release the GIL); chunk buffers come from a small ring, and a slot is
+reused only once its task is done. Positional I/O uses one file handle per thread, so it runs
+the same on Windows, which has no ``os.pread``/``os.pwrite``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits
+from olive_bf16_pass.traversal import elements
+
+CHUNK_BYTES = 16 << 20
+Progress = Callable[[int, int], None]
+
+
+@dataclass(eq=False)
+class Conversion:
+    """An FP32 tensor still on disk that the writer rounds to BF16 while streaming it."""
+
+    tensor: onnx.TensorProto
+    stats: RoundingStats = field(default_factory=RoundingStats)
+
+    @property
+    def source_nbytes(self) -> int:
+        return elements(self.tensor) * 4
+
+
+class Handles:
+    """Positional I/O that runs everywhere: one unbuffered file object per (thread, file).
+
+    ``seek`` + ``readinto``/``write`` on a handle no other thread uses is as positional as
+    ``os.pread``/``os.pwrite``, which Windows lacks, and measured as fast on 16 MB chunks.
+    """
+
+    def __init__(self, mode: str):
+        self._mode = mode
+        self._open: dict[tuple[int, Path], object] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, path: Path):
+        key = (threading.get_ident(), path)
+        handle = self._open.get(key)
+        if handle is None:
+            handle = open(path, self._mode, buffering=0)  # noqa: SIM115 - closed by close()
+            with self._lock:
+                self._open[key] = handle
+        return handle
+
+    def read_into(self, path: Path, view: memoryview, offset: int) -> int:
+        """Fill ``view`` from ``offset``; return the bytes read (fewer only at the end of the file)."""
+        handle = self._get(path)
+        handle.seek(offset)
+        filled = 0
+        while filled < len(view):
+            got = handle.readinto(view[filled:])
+            if not got:
+                break
+            filled += got
+        return filled
+
+    def write(self, path: Path, data, at: int) -> None:
+        handle = self._get(path)
+        handle.seek(at)
+        view = memoryview(data).cast("B")
+        while len(view):
+            view = view[handle.write(view) :]
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._open = list(self._open.values()), {}
+        for handle in handles:
+            handle.close()
+
+
+class Output:
+    """Positional writes into one file, from any thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handles = Handles("r+b")
+
+    def pwrite(self, data, at: int) -> None:
+        self._handles.write(self.path, data, at)
+
+    def close(self) -> None:
+        self._handles.close()
+
+
+class MemoryOutput(Output):
+    """Positional writes into memory, for the few tensors that must be in memory."""
+
+    def __init__(self, size: int):
+        self.data = bytearray(size)
+
+    def pwrite(self, data, at: int) -> None:
+        view = memoryview(data).cast("B")
+        self.data[at : at + len(view)] = view
+
+    def close(self) -> None:
+        pass
+
+
+class Streamer:
+    """Copies tensor bytes from their sources to known offsets of outputs, converting some."""
+
+    WORKERS = 2
+    SLOTS = 4
+
+    def __init__(self, locate: Callable[[onnx.TensorProto, int | None], tuple[Path, int, int]], rounding: str,
+                 saturate: bool):
+        self.locate, self.rounding, self.saturate = locate, rounding, saturate
+        self._sources = Handles("rb")
+        self._in = [bytearray(CHUNK_BYTES) for _ in range(self.SLOTS)]
+        self._out = [np.empty(CHUNK_BYTES // 4, dtype=np.uint16) for _ in range(self.SLOTS)]
+        self._busy: list[Future | None] = [None] * self.SLOTS
+        self._slot = 0
+        self._stats_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="olive-bf16-chunk")
+        self.done = 0
+        self.total = 0
+        self.progress: Progress | None = None
+
+    def where(self, tensor: onnx.TensorProto, conversion: Conversion | None) -> tuple[Path, int, int]:
+        return self.locate(tensor, conversion.source_nbytes if conversion else None)
+
+    def out_nbytes(self, tensor: onnx.TensorProto, conversion: Conversion | None) -> int:
+        length = self.where(tensor, conversion)[2]
+        return length // 2 if conversion else length
+
+    def flush(self) -> None:
+        """Wait until every queued chunk is written; raise the first error."""
+        pending, self._busy = self._busy, [None] * self.SLOTS
+        for future in pending:
+            if future is not None:
+                future.result()
+
+    def drain(self) -> None:
+        """Wait for queued chunks, ignoring their errors: the output is being abandoned anyway."""
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - the error that made us abandon it is already raising
+            self._busy = [None] * self.SLOTS
+
+    def _take_slot(self) -> int:
+        slot, self._slot = self._slot, (self._slot + 1) % self.SLOTS
+        if self._busy[slot] is not None:
+            self._busy[slot].result()  # raises a failed chunk here, not later
+            self._busy[slot] = None
+        return slot
+
+    def copy(self, tensor: onnx.TensorProto, out: Output, position: int, conversion: Conversion | None) -> int:
+        """Queue the tensor's (converted) bytes for ``out`` at ``position``; return their size."""
+        path, offset, length = self.where(tensor, conversion)
+        for start in range(0, length, CHUNK_BYTES):
+            n = min(CHUNK_BYTES, length - start)
+            at = position + (start // 2 if conversion else start)
+            slot = self._take_slot()
+            self._busy[slot] = self._pool.submit(self._chunk, slot, path, offset + start, n, out, at, conversion)
+            self.done += n
+            if self.progress:
+                self.progress(self.done, self.total)
+        return length // 2 if conversion else length
+
+    def read(self, tensor: onnx.TensorProto, conversion: Conversion | None = None) -> bytes:
+        """One tensor's whole (converted) data in memory, for the few that must be."""
+        buf = MemoryOutput(self.out_nbytes(tensor, conversion))
+        self.copy(tensor, buf, 0, conversion)
+        self.flush()
+        return bytes(buf.data)
+
+    def _chunk(self, slot, path, offset, n, out, at, conversion) -> None:
+        view = memoryview(self._in[slot])[:n]
+        if self._sources.read_into(path, view, offset) < n:
+            name = conversion.tensor.name if conversion else "?"
+            raise ConversionError(f"tensor {name!r}: its data ended early; the file is truncated.")
+        if conversion is None:
+            out.pwrite(view, at)
+            return
+        local = RoundingStats()
+        values = np.frombuffer(self._in[slot], dtype=np.float32, count=n // 4)
+        bits = float32_to_bfloat16_bits(values, self.rounding, self.saturate, self._out[slot][: n // 4], local)
+        out.pwrite(bits.data, at)
+        with self._stats_lock:
+            conversion.stats.merge(local)
+
+    def close(self) -> None:
+        """Stop the workers and close the sources: Windows cannot replace a file still open."""
+        self._pool.shutdown()
+        self._sources.close()

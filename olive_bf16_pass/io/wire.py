@@ -1,0 +1,156 @@
+"""Protobuf wire format: find where each tensor's raw_data sits in a serialized model.
+
+A 1 GB model should cost kilobytes until it is written, so reading copies the model's bytes
+except large ``raw_data`` fields, which are described instead by ONNX's own external-data
+fields pointing back at the model file. Every place a tensor can live is scanned: initializers
+of the main graph and of every subgraph, node attribute tensors (Constant values), and local
+functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import onnx
+
+_LEN = 2  # wire type of length-delimited fields
+_EXTERNAL = onnx.TensorProto.EXTERNAL
+
+
+def _number(kind, name: str) -> int:
+    return kind.DESCRIPTOR.fields_by_name[name].number
+
+
+RAW_DATA = _number(onnx.TensorProto, "raw_data")
+EXTERNAL_DATA = _number(onnx.TensorProto, "external_data")
+DATA_LOCATION = _number(onnx.TensorProto, "data_location")
+_KEY, _VALUE = _number(onnx.StringStringEntryProto, "key"), _number(onnx.StringStringEntryProto, "value")
+
+# message kind -> {field number: kind of the message it holds}; fields not listed are copied as they are
+_CONTAINERS = {
+    "model": {_number(onnx.ModelProto, "graph"): "graph", _number(onnx.ModelProto, "functions"): "function"},
+    "graph": {_number(onnx.GraphProto, "node"): "node", _number(onnx.GraphProto, "initializer"): "tensor"},
+    "function": {_number(onnx.FunctionProto, "node"): "node"},
+    "node": {_number(onnx.NodeProto, "attribute"): "attribute"},
+    "attribute": {
+        _number(onnx.AttributeProto, "t"): "tensor",
+        _number(onnx.AttributeProto, "g"): "graph",
+        _number(onnx.AttributeProto, "tensors"): "tensor",
+        _number(onnx.AttributeProto, "graphs"): "graph",
+    },
+}
+
+
+class Truncated(Exception):
+    """The bytes are not a complete protobuf message."""
+
+
+def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise Truncated
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise Truncated
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def len_field(field: int, length: int) -> bytes:
+    """Tag and length prefix of a length-delimited field."""
+    return varint(field << 3 | _LEN) + varint(length)
+
+
+def fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield (field, wire_type, field_start, value_start, value_end) of a message's fields."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = read_varint(buf, pos, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = read_varint(buf, pos, end)
+            value_start = pos
+        elif wire == 1:
+            value_start, pos = pos, pos + 8
+        elif wire == _LEN:
+            length, value_start = read_varint(buf, pos, end)
+            pos = value_start + length
+        elif wire == 5:
+            value_start, pos = pos, pos + 4
+        else:
+            raise Truncated
+        if pos > end or field == 0:
+            raise Truncated
+        yield field, wire, field_start, value_start, pos
+
+
+def _entry(key: str, value: str) -> bytes:
+    body = len_field(_KEY, len(key)) + key.encode() + len_field(_VALUE, len(value.encode())) + value.encode()
+    return len_field(EXTERNAL_DATA, len(body)) + body
+
+
+class SkeletonScanner:
+    """Copies a model's bytes, lifting every raw_data of at least ``limit`` bytes out of it.
+
+    Each lifted tensor gets ``data_location: EXTERNAL`` and external data at ``location`` with
+    its offset and length in the scanned buffer, so the skeleton parses as an ordinary model
+    whose big tensors happen to be external. ``spans`` lists the (offset, length) lifted.
+    """
+
+    def __init__(self, buf, location: str, limit: int):
+        self.buf, self.location, self.limit = buf, location, limit
+        self.spans: list[tuple[int, int]] = []
+
+    def scan(self) -> bytes:
+        parts = self._message("model", 0, len(self.buf))
+        return b"".join(parts) if parts is not None else bytes(self.buf)
+
+    def _message(self, kind: str, start: int, end: int) -> list[bytes] | None:
+        """The message's bytes with lifts, as parts; None when nothing in it was lifted."""
+        if kind == "tensor":
+            return self._tensor(start, end)
+        containers = _CONTAINERS[kind]
+        parts: list[bytes] = []
+        changed = False
+        for field, wire, fstart, vstart, vend in fields(self.buf, start, end):
+            sub = containers.get(field) if wire == _LEN else None
+            inner = self._message(sub, vstart, vend) if sub and vend - vstart >= self.limit else None
+            if inner is None:
+                parts.append(self.buf[fstart:vend])
+            else:
+                body = b"".join(inner)
+                parts.append(len_field(field, len(body)) + body)
+                changed = True
+        return parts if changed else None
+
+    def _tensor(self, start: int, end: int) -> list[bytes] | None:
+        kept: list[bytes] = []
+        raw = None
+        for field, wire, fstart, vstart, vend in fields(self.buf, start, end):
+            if field == EXTERNAL_DATA:
+                return None  # already external (or malformed): leave it as it is
+            if field == RAW_DATA and wire == _LEN and vend - vstart >= self.limit:
+                raw = (vstart, vend - vstart)
+            else:
+                kept.append(self.buf[fstart:vend])
+        if raw is None:
+            return None
+        self.spans.append(raw)
+        kept.append(varint(DATA_LOCATION << 3) + varint(_EXTERNAL))
+        for key, value in (("location", self.location), ("offset", str(raw[0])), ("length", str(raw[1]))):
+            kept.append(_entry(key, value))
+        return kept

@@ -1,0 +1,329 @@
+"""Writing a model: the .onnx and its external data, streamed, under temporaries, renamed last.
+
+The skeleton's tensors that are still on disk are streamed from their sources (converted on the
+way when the caller says so) into temporary files beside the destination; only when both are
+complete and checked are they renamed into place, data first. Every handle is closed before a
+rename: Windows cannot replace a file that is still open.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io.source import location_parts
+from olive_bf16_pass.io.streamer import Conversion, Output, Streamer
+from olive_bf16_pass.io.wire import RAW_DATA, len_field
+from olive_bf16_pass.traversal import attribute_tensors, iter_tensors, scopes
+
+logger = logging.getLogger(__name__)
+
+PROTOBUF_LIMIT = 2**31 - 1  # a single-file model must serialize below 2 GB
+_ALIGN = 4096  # external data offsets: page-aligned, so runtimes may map them
+# Non-float tensors under this many bytes stay in the .onnx whatever size_threshold says:
+# ONNX Runtime cannot shape-infer through external shape/axes tensors ("Cannot parse data from
+# external tensors", e.g. Slice starts), so size_threshold=0 would give a model it refuses.
+_SHAPE_LIKE_BYTES = 1024
+_FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+)
+_SHORT_NAME = 64  # longer output names are shortened in temporaries (NAME_MAX 255, Windows MAX_PATH 260)
+
+
+@dataclass
+class ExternalDataSpec:
+    """How the output stores its tensors outside the .onnx file."""
+
+    name: str | None = None  # file name beside the model; default "<model file>.data"
+    size_threshold: int = 1024  # tensors with fewer bytes stay inline
+    convert_attribute: bool = False  # Constant values and other attribute tensors go out too
+
+
+def write_model(
+    model: onnx.ModelProto,
+    dst: Path,
+    streamer: Streamer,
+    conversions: dict[int, Conversion],
+    external: ExternalDataSpec | None,
+    check: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Write ``model`` to ``dst`` atomically; return the files written.
+
+    ``conversions`` (keyed by ``id`` of the tensor message) names the tensors still on disk that
+    become BF16 on the way; every other external tensor is copied as it is. ``check`` gets the
+    written temporary .onnx before anything is renamed into place.
+    """
+    dst = Path(dst)
+    folder = dst.parent if str(dst.parent) else Path(".")
+    if not folder.is_dir():
+        if folder.exists():
+            raise ConversionError(f"{dst}: {folder} is not a folder. Choose an output path inside a folder.")
+        raise ConversionError(f"{dst}: the folder {folder} does not exist. Create it first.")
+    if dst.is_dir():
+        raise ConversionError(f"{dst}: is a directory. Give an output file name ending in .onnx.")
+    if dst.exists() and not dst.is_file():
+        raise ConversionError(f"{dst}: exists and is not a regular file (a pipe or a device); choose another path.")
+    temps: list[tuple[Path, Path]] = []  # (temporary, final)
+    created: list[Path] = []  # every temporary, registered as soon as it exists
+    try:
+        external_tensors = [t for t in iter_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+        streamer.total = sum(streamer.where(t, conversions.get(id(t)))[2] for t in external_tensors)
+        if external is None:
+            pieces, size = _pieces(model, streamer, conversions)
+            if size >= PROTOBUF_LIMIT:
+                logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
+                external = ExternalDataSpec()
+            else:
+                temps.append((_write_pieces(pieces, dst, streamer, conversions, created), dst))
+        if external is not None:
+            temps.extend(_write_with_external_data(model, dst, external, streamer, conversions, created))
+        streamer.close()  # an in-place write replaces the very file it read from
+        if check is not None:
+            check(next(tmp for tmp, final in temps if final == dst))
+        if len(temps) > 1 and any(final.exists() for _, final in temps if final != dst) and dst.exists():
+            # an old model beside a data file about to be replaced would read the new bytes at its
+            # old offsets: remove it first, so an interruption leaves no model rather than a wrong one
+            _replace_or_explain(dst.unlink, dst)
+        for tmp, final in sorted(temps, key=lambda pair: pair[1] == dst):  # data first
+            _replace_or_explain(lambda: os.replace(tmp, final), final)
+        return [final for _, final in temps]
+    except BaseException:
+        streamer.close()
+        for tmp in created:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as exc:  # Windows: still open elsewhere; say so rather than hide the real error
+                logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
+        raise
+
+
+def _replace_or_explain(action: Callable[[], None], final: Path) -> None:
+    """Run a rename or delete of ``final``; on Windows one fails while any process has it open."""
+    try:
+        action()
+    except PermissionError as exc:
+        raise ConversionError(
+            f"{final}: cannot replace it ({exc.strerror}): another program probably has it open (an ONNX "
+            "Runtime session, Olive, an editor or a virus scanner on Windows). Close it and run again, "
+            "or write to another output path."
+        ) from exc
+
+
+# --- temporaries -----------------------------------------------------------------------------
+
+
+def _temp_prefix(dst: Path) -> str:
+    """``.OUT.``, or for a long OUT its start and a hash, so temporaries stay within name limits."""
+    name = dst.name
+    if len(name) > _SHORT_NAME:
+        name = f"{name[:40]}~{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+    return f".{name}."
+
+
+def temporaries_of(dst: Path) -> list[Path]:
+    """Temporary files a write into ``dst`` makes (left behind only by a killed run)."""
+    folder = dst.parent if str(dst.parent) else Path(".")
+    try:
+        return sorted(folder.glob(f"{glob.escape(_temp_prefix(dst))}*.tmp"))
+    except OSError:
+        return []
+
+
+def _temp_beside(dst: Path, suffix: str, created: list[Path]) -> tuple[object, Path]:
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(dst), suffix=suffix + ".tmp", dir=dst.parent)
+    created.append(Path(name))
+    out = os.fdopen(fd, "wb")
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets a plain file's mode
+    return out, Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# --- the .onnx, streamed ---------------------------------------------------------------------
+
+# message type -> its fields that may hold tensors still on disk; the rest serialize as they are
+def _fields(kind, *names):
+    """(name, number, repeated) of fields, from onnx's own descriptors."""
+    found = []
+    for name in names:
+        descriptor = kind.DESCRIPTOR.fields_by_name[name]
+        repeated = getattr(descriptor, "is_repeated", None)
+        if repeated is None:  # protobuf before 5.x
+            repeated = descriptor.label == descriptor.LABEL_REPEATED
+        found.append((name, descriptor.number, repeated))
+    return tuple(found)
+
+
+_CONTAINERS = {
+    onnx.ModelProto: _fields(onnx.ModelProto, "graph", "functions"),
+    onnx.GraphProto: _fields(onnx.GraphProto, "node", "initializer"),
+    onnx.FunctionProto: _fields(onnx.FunctionProto, "node"),
+    onnx.NodeProto: _fields(onnx.NodeProto, "attribute"),
+    onnx.AttributeProto: _fields(onnx.AttributeProto, "t", "g", "tensors", "graphs"),
+}
+_HOLDS_DATA = frozenset(
+    {onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS, onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS}
+)
+
+
+def _pieces(
+    message, streamer: Streamer, conversions: dict[int, Conversion], written: frozenset[int] = frozenset()
+) -> tuple[list, int]:
+    """The message serialized as bytes and tensors to stream between them; and its total size.
+
+    Fields that hold no external tensor serialize as protobuf does; each external tensor
+    becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
+    differs from protobuf's own (parsers accept any order), the content does not.
+    """
+    out: list = []
+    return out, _add_pieces(message, out, streamer, conversions, written)
+
+
+def _add_pieces(message, out: list, streamer: Streamer, conversions: dict[int, Conversion], written) -> int:
+    kind = type(message)
+    if kind is onnx.TensorProto:
+        if message.data_location != onnx.TensorProto.EXTERNAL or id(message) in written:
+            data = message.SerializeToString()
+            out.append(data)
+            return len(data)
+        header = onnx.TensorProto()
+        header.CopyFrom(message)
+        _clear_external(header)
+        conversion = conversions.get(id(message))
+        nbytes = streamer.out_nbytes(message, conversion)
+        head = header.SerializeToString() + len_field(RAW_DATA, nbytes)
+        out.extend((head, (message, conversion, nbytes)))
+        return len(head) + nbytes
+    if kind is onnx.NodeProto and not any(a.type in _HOLDS_DATA for a in message.attribute):
+        data = message.SerializeToString()
+        out.append(data)
+        return len(data)
+    fields = _CONTAINERS.get(kind)
+    if fields is None:
+        data = message.SerializeToString()
+        out.append(data)
+        return len(data)
+    rest = kind()
+    rest.CopyFrom(message)
+    for name, _, _ in fields:
+        rest.ClearField(name)
+    data = rest.SerializeToString()
+    out.append(data)
+    total = len(data)
+    for name, number, repeated in fields:
+        if repeated:
+            items = getattr(message, name)
+        else:
+            items = [getattr(message, name)] if message.HasField(name) else []
+        for item in items:
+            inner: list = []
+            size = _add_pieces(item, inner, streamer, conversions, written)
+            prefix = len_field(number, size)
+            out.append(prefix)
+            out.extend(inner)
+            total += len(prefix) + size
+    return total
+
+
+def _write_pieces(pieces: list, dst: Path, streamer: Streamer, conversions, created: list[Path]) -> Path:
+    out, tmp = _temp_beside(dst, "", created)
+    with out:
+        target = Output(tmp)
+        try:
+            position, pending = 0, []  # consecutive small pieces go out in one write
+            for piece in [*pieces, None]:
+                if isinstance(piece, bytes):
+                    pending.append(piece)
+                    if len(pending) < 4096:
+                        continue
+                    piece = b""
+                if pending:
+                    data = b"".join(pending)
+                    target.pwrite(data, position)
+                    position, pending = position + len(data), []
+                if isinstance(piece, tuple):
+                    tensor, conversion, nbytes = piece
+                    streamer.copy(tensor, target, position, conversion)
+                    position += nbytes
+            streamer.flush()
+        finally:
+            streamer.drain()  # no chunk may still be written when the file closes
+            target.close()
+        os.fsync(out.fileno())
+    return tmp
+
+
+def _clear_external(tensor: onnx.TensorProto) -> None:
+    del tensor.external_data[:]
+    tensor.ClearField("data_location")
+
+
+# --- external data ---------------------------------------------------------------------------
+
+
+def _write_with_external_data(
+    model: onnx.ModelProto,
+    dst: Path,
+    spec: ExternalDataSpec,
+    streamer: Streamer,
+    conversions: dict[int, Conversion],
+    created: list[Path],
+) -> list[tuple[Path, Path]]:
+    name = spec.name or f"{dst.name}.data"
+    if location_parts(name) != [name]:
+        raise ConversionError(f"external data name {name!r} must be a plain file name, without folders.")
+    if name == dst.name:
+        raise ConversionError(f"external data name {name!r} is the model's own file name; choose another.")
+    data_out, data_tmp = _temp_beside(dst, ".data", created)
+    offset = 0
+    written: dict[int, onnx.TensorProto] = {}  # tensors now referring to the data file (kept alive: ids stay theirs)
+    with data_out:
+        target = Output(data_tmp)
+        try:
+            for scope in scopes(model):
+                outside = list(scope.initializers)
+                if spec.convert_attribute:
+                    outside += attribute_tensors(scope.body)
+                for tensor in outside:
+                    conversion = conversions.get(id(tensor))
+                    on_disk = tensor.data_location == onnx.TensorProto.EXTERNAL
+                    threshold = spec.size_threshold
+                    if tensor.data_type not in _FLOAT_TYPES:  # shapes, axes, starts: shape inference reads them
+                        threshold = max(threshold, _SHAPE_LIKE_BYTES)
+                    nbytes = streamer.out_nbytes(tensor, conversion) if on_disk else len(tensor.raw_data)
+                    if nbytes < threshold or (not on_disk and not tensor.HasField("raw_data")):
+                        continue  # stays in the .onnx: streamed there if it is on disk
+                    offset += -offset % _ALIGN  # the gap is a hole: reads as zeros
+                    if on_disk:
+                        streamer.copy(tensor, target, offset, conversion)
+                    else:
+                        target.pwrite(tensor.raw_data, offset)
+                        tensor.ClearField("raw_data")
+                    _clear_external(tensor)
+                    tensor.data_location = onnx.TensorProto.EXTERNAL
+                    for key, value in (("location", name), ("offset", offset), ("length", nbytes)):
+                        tensor.external_data.add(key=key, value=str(value))
+                    written[id(tensor)] = tensor
+                    offset += nbytes
+            streamer.flush()
+        finally:
+            streamer.drain()
+            target.close()
+        data_out.truncate(offset)  # the file ends where the last tensor does
+        os.fsync(data_out.fileno())
+    # what stays in the .onnx (small tensors, attribute tensors) streams there from its source
+    pieces, _ = _pieces(model, streamer, conversions, frozenset(written))
+    return [(data_tmp, dst.parent / name), (_write_pieces(pieces, dst, streamer, conversions, created), dst)]

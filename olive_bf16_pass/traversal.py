@@ -1,0 +1,204 @@
+"""Where values live: every graph, subgraph and local function of a model, as scopes.
+
+ONNX names are not unique across a model: sibling If branches may each hold an initializer
+``W``, a Constant's value tensor may have an empty name, a function body has names of its own.
+So tensors are tracked by identity (the message object) together with their scope, and a node's
+input is bound to the definition its own scope sees: its own graph first, then the enclosing
+graphs (a function body sees nothing outside itself). Nothing here touches the file system.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import ml_dtypes
+import numpy as np
+import onnx
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(eq=False)
+class Scope:
+    """One graph or function body, with the scope whose names it can see (None: none)."""
+
+    body: onnx.GraphProto | onnx.FunctionProto
+    parent: Scope | None
+    label: str  # "graph", "graph/If[2].then_branch", "function local.f", "function local.f/Loop[0].body"
+    children: list[Scope] = field(default_factory=list)
+
+    @property
+    def is_function(self) -> bool:
+        return isinstance(self.body, onnx.FunctionProto)
+
+    @property
+    def initializers(self):
+        return () if self.is_function else self.body.initializer
+
+    def ancestors(self) -> Iterator[Scope]:
+        """This scope, then every enclosing one."""
+        scope = self
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+
+@dataclass(eq=False)
+class Use:
+    """One node input reading a value."""
+
+    scope: Scope
+    node: onnx.NodeProto
+    input_index: int
+
+
+@dataclass(eq=False)
+class Definition:
+    """A value that holds data: an initializer, or a Constant node's ``value``."""
+
+    name: str
+    tensor: onnx.TensorProto
+    scope: Scope
+    node: onnx.NodeProto | None = None  # the Constant node, for constants
+    uses: list[Use] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "initializer" if self.node is None else "constant"
+
+
+def scopes(model: onnx.ModelProto) -> list[Scope]:
+    """The main graph, its subgraphs, then each local function and its subgraphs, parents first."""
+    found: list[Scope] = []
+
+    def visit(body, parent, label):
+        scope = Scope(body, parent, label)
+        if parent is not None:
+            parent.children.append(scope)
+        found.append(scope)
+        for index, node in enumerate(body.node):
+            for attr in node.attribute:
+                where = f"{label}/{node.op_type}[{index}].{attr.name}"
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g, scope, where)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for i, sub in enumerate(attr.graphs):
+                        visit(sub, scope, f"{where}[{i}]")
+
+    visit(model.graph, None, "graph")
+    for function in model.functions:
+        overload = f":{function.overload}" if function.overload else ""
+        visit(function, None, f"function {function.domain}.{function.name}{overload}")
+    return found
+
+
+def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    if node.op_type != "Constant" or node.domain not in DEFAULT_DOMAINS:
+        return None
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            return attr.t
+    return None
+
+
+def definitions(all_scopes: list[Scope]) -> list[Definition]:
+    """Every initializer and Constant value, each with the node inputs that really read it."""
+    found: list[Definition] = []
+    visible: dict[tuple[int, str], Definition] = {}  # (id(scope), name) -> data definition there
+    defined: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
+    for scope in all_scopes:
+        names = defined.setdefault(id(scope), set())
+        body = scope.body
+        if scope.is_function:
+            names.update(body.input)
+        else:
+            names.update(v.name for v in body.input)
+        for tensor in scope.initializers:
+            definition = Definition(tensor.name, tensor, scope)
+            found.append(definition)
+            visible[(id(scope), tensor.name)] = definition
+            names.add(tensor.name)
+        for node in body.node:
+            names.update(o for o in node.output if o)
+            value = constant_value(node)
+            if value is not None and node.output and node.output[0]:
+                definition = Definition(node.output[0], value, scope, node)
+                found.append(definition)
+                visible[(id(scope), node.output[0])] = definition
+    for scope in all_scopes:
+        own, key = defined[id(scope)], id(scope)
+        for node in scope.body.node:
+            for index, name in enumerate(node.input):
+                if not name:
+                    continue
+                if name in own:  # the nearest scope that defines the name binds it: usually this one
+                    definition = visible.get((key, name))
+                else:
+                    owner = next((s for s in scope.ancestors() if name in defined[id(s)]), None)
+                    definition = None if owner is None else visible.get((id(owner), name))
+                if definition is not None:
+                    definition.uses.append(Use(scope, node, index))
+    return found
+
+
+def iter_tensors(model: onnx.ModelProto, all_scopes: list[Scope] | None = None) -> Iterator[onnx.TensorProto]:
+    """Every tensor that can hold data: initializers and node attribute tensors, in every scope."""
+    for scope in all_scopes if all_scopes is not None else scopes(model):
+        yield from scope.initializers
+        yield from attribute_tensors(scope.body)
+
+
+def attribute_tensors(body) -> Iterator[onnx.TensorProto]:
+    """Tensors held in the attributes of a body's own nodes (Constant values and the like)."""
+    for node in body.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+
+
+def elements(tensor: onnx.TensorProto) -> int:
+    return math.prod(tensor.dims)
+
+
+def expected_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes of the tensor's raw data, or None for strings and types this onnx does not know.
+
+    The element type comes from onnx, its width in bits from numpy / ml_dtypes, so packed
+    sub-byte types (INT2, INT4, FLOAT4E2M1, FLOAT6E2M3, ...) are sized as onnx packs them.
+    """
+    bits = _BITS.get(tensor.data_type)
+    if bits is None:
+        bits = _bits_of(tensor.data_type)
+        _BITS[tensor.data_type] = bits
+    return None if bits == 0 else (elements(tensor) * bits + 7) // 8
+
+
+_BITS: dict[int, int] = {}
+
+
+def _bits_of(data_type: int) -> int:
+    """Bits per element of an ONNX data type; 0 when it has no fixed size here."""
+    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return 0
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
+    except (KeyError, ValueError, TypeError):  # a type newer than this onnx
+        return 0
+    if dtype.type.__module__.startswith("ml_dtypes"):  # may be narrower than its one-byte storage
+        for info in (ml_dtypes.finfo, ml_dtypes.iinfo):
+            try:
+                return int(info(dtype).bits)
+            except (ValueError, TypeError):
+                continue
+    return dtype.itemsize * 8
+
+
+def data_type_name(data_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(data_type).lower()
+    except ValueError:
+        return f"unknown type {data_type}"
