@@ -4,7 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import embedding_mlp, if_subgraph_model, rand, run, save
+from onnx import TensorProto, helper
+
+from helpers import embedding_mlp, if_subgraph_model, make_model, rand, run, save, tensor
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
 from olive_bf16_pass.io import writer
 
@@ -144,3 +146,32 @@ def test_small_shape_tensors_stay_inline_even_with_size_threshold_0(tmp_path):
     assert {t.name for t in stored if t.data_location == TensorProto.EXTERNAL} == {"W_bf16"}
     x = rand((2, 64), 1)
     np.testing.assert_allclose(run(tmp_path / "o.onnx", {"x": x})[0], run(model, {"x": x})[0], atol=0.1)
+
+
+def test_a_model_mixing_fp32_and_fp16_weights_converts_twice_as_once(tmp_path):
+    """The second run sees BF16 and FP16 weights and no FP32 ones: nothing to do, not a refusal."""
+    h = (rand((64, 64), 4) * 0.1).astype(np.float16)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["a"]),
+            helper.make_node("Cast", ["H"], ["H32"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["a", "H32"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [tensor("W", rand((64, 64), 3, 0.1)), tensor("H", h)],
+    )
+    src = save(model, tmp_path / "m.onnx")
+    once = convert_file(src, tmp_path / "once.onnx", ConversionOptions(min_elements=16))
+    assert [r.name for r in once.converted] == ["W"]
+    twice = convert_file(tmp_path / "once.onnx", tmp_path / "twice.onnx", ConversionOptions(min_elements=16))
+    assert twice.converted == []
+    assert onnx.load(tmp_path / "twice.onnx") == onnx.load(tmp_path / "once.onnx")
+    with pytest.raises(ConversionError, match="float16 and none are float32"):  # an FP16-only model still is refused
+        fp16_only = make_model(
+            [helper.make_node("Cast", ["H"], ["H32"], to=TensorProto.FLOAT), helper.make_node("MatMul", ["x", "H32"], ["y"])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+            [tensor("H", h)],
+        )
+        convert_file(save(fp16_only, tmp_path / "h.onnx"), tmp_path / "h_out.onnx", ConversionOptions(min_elements=16))

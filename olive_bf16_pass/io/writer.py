@@ -8,11 +8,13 @@ rename: Windows cannot replace a file that is still open.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,12 +91,13 @@ def write_model(
         streamer.close()  # an in-place write replaces the very file it read from
         if check is not None:
             check(next(tmp for tmp, final in temps if final == dst))
-        if len(temps) > 1 and any(final.exists() for _, final in temps if final != dst) and dst.exists():
-            # an old model beside a data file about to be replaced would read the new bytes at its
-            # old offsets: remove it first, so an interruption leaves no model rather than a wrong one
-            _replace_or_explain(dst.unlink, dst)
-        for tmp, final in sorted(temps, key=lambda pair: pair[1] == dst):  # data first
-            _replace_or_explain(lambda: os.replace(tmp, final), final)
+        with _renaming(dst):
+            if len(temps) > 1 and any(final.exists() for _, final in temps if final != dst) and dst.exists():
+                # an old model beside a data file about to be replaced would read the new bytes at its
+                # old offsets: remove it first, so an interruption leaves no model rather than a wrong one
+                _replace_or_explain(dst.unlink, dst)
+            for tmp, final in sorted(temps, key=lambda pair: pair[1] == dst):  # data first
+                _replace_or_explain(lambda: os.replace(tmp, final), final)
         return [final for _, final in temps]
     except BaseException:
         streamer.close()
@@ -104,6 +107,43 @@ def write_model(
             except OSError as exc:  # Windows: still open elsewhere; say so rather than hide the real error
                 logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
         raise
+
+
+_LOCK_STALE_SECONDS = 5.0  # renaming takes milliseconds: an older lock was left by a killed run
+_LOCK_WAIT_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def _renaming(dst: Path):
+    """One writer at a time renames its files into OUT's place, so the model and data file that
+    end up there always come from the same run (two runs into one OUT could otherwise pair one's
+    model with the other's data). A lock file beside OUT, made with O_EXCL, works on every platform."""
+    lock = dst.parent / f"{_temp_prefix(dst)}lock"
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age > _LOCK_STALE_SECONDS:
+                lock.unlink(missing_ok=True)
+                continue
+            if time.monotonic() > deadline:
+                raise ConversionError(
+                    f"{dst}: another conversion into the same output holds {lock.name}; wait for it to finish, "
+                    "or delete that file if no conversion is running."
+                ) from None
+            time.sleep(0.02)
+            continue
+        os.close(fd)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _replace_or_explain(action: Callable[[], None], final: Path) -> None:
@@ -287,6 +327,10 @@ def _write_with_external_data(
         raise ConversionError(f"external data name {name!r} must be a plain file name, without folders.")
     if name == dst.name:
         raise ConversionError(f"external data name {name!r} is the model's own file name; choose another.")
+    data = dst.parent / name
+    if data.exists() and not data.is_file():
+        raise ConversionError(f"{data}: exists and is not a regular file (a pipe, a device or a folder); "
+                              "choose another external data name.")
     data_out, data_tmp = _temp_beside(dst, ".data", created)
     offset = 0
     written: dict[int, onnx.TensorProto] = {}  # tensors now referring to the data file (kept alive: ids stay theirs)

@@ -1,0 +1,100 @@
+"""The writer: outputs land whole, from one run, and only where asked."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from helpers import embedding_mlp, run, save
+from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
+from olive_bf16_pass.io import writer
+
+IDS = np.array([[1, 5, 63, 0]], np.int64)
+
+
+def test_two_runs_into_one_output_never_mix_model_and_data(tmp_path, monkeypatch):
+    """Run A renames its data, stalls; run B renames its data and model; A's model lands last.
+    Without one writer at a time renaming, A's model would read B's data at A's offsets."""
+    sources = []
+    for seed in (0, 1):
+        folder = tmp_path / f"src{seed}"
+        folder.mkdir()
+        sources.append(save(embedding_mlp(vocab=512, hidden=64, seed=seed * 10), folder / "m.onnx"))
+    dst = tmp_path / "out.onnx"
+    real_replace = os.replace
+    b_may_start = threading.Event()
+
+    def replace(src, final):
+        real_replace(src, final)
+        if str(final).endswith(".data") and threading.current_thread().name == "A":
+            b_may_start.set()  # B now tries to rename while A is between its two renames
+            time.sleep(0.5)
+
+    monkeypatch.setattr(writer.os, "replace", replace)
+    errors = []
+
+    def convert(source, name):
+        if name == "B":
+            b_may_start.wait(30)
+        try:
+            convert_file(source, dst, ConversionOptions(min_elements=16), save_as_external_data=True)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=convert, args=(s, n), name=n) for s, n in zip(sources, "AB")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    got = run(dst, {"ids": IDS})[0]
+    matches = [np.allclose(got, run(s, {"ids": IDS})[0], rtol=0.05, atol=0.05) for s in sources]
+    assert sum(matches) == 1, "the model in OUT reads data written by another run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.data", "src0", "src1"]
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, monkeypatch):
+    src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
+    dst = tmp_path / "out.onnx"
+    lock = tmp_path / ".out.onnx.lock"
+    lock.write_text("12345\n")
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    convert_file(src, dst)
+    assert dst.is_file() and not lock.exists()
+
+
+def test_a_live_lock_is_waited_for_then_named(tmp_path, monkeypatch):
+    src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
+    dst = tmp_path / "out.onnx"
+    lock = tmp_path / ".out.onnx.lock"
+    monkeypatch.setattr(writer, "_LOCK_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(writer, "_LOCK_STALE_SECONDS", 3600)
+    lock.write_text("12345\n")
+    with pytest.raises(ConversionError, match=r"another conversion into the same output holds \.out\.onnx\.lock"):
+        convert_file(src, dst)
+    assert not dst.exists() and writer.temporaries_of(dst) == [] and lock.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are made with os.mkfifo (POSIX)")
+def test_an_output_that_is_a_pipe_is_refused_and_left_alone(tmp_path):
+    src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
+    fifo = tmp_path / "out.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(ConversionError, match="not a regular file"):
+        convert_file(src, fifo)
+    assert not fifo.is_file() and fifo.exists()
+    onnx.load(src)  # the input is intact
+
+
+def test_a_data_file_that_is_a_folder_is_refused(tmp_path):
+    src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
+    (tmp_path / "out.onnx.data").mkdir()
+    with pytest.raises(ConversionError, match="out.onnx.data: exists and is not a regular file"):
+        convert_file(src, tmp_path / "out.onnx", save_as_external_data=True)
+    assert not (tmp_path / "out.onnx").exists() and writer.temporaries_of(tmp_path / "out.onnx") == []
