@@ -2,9 +2,10 @@
 
 Every converted tensor ``W`` is stored as ``W_bf16`` and a ``Cast(to=FLOAT)`` produces ``W``
 again in the scope that defines it, so consumers, graph outputs and value_info keep their names
-and FP32 types and the model runs on any runtime. A table read only through ``Gather`` is
-widened after each Gather instead (in the Gather's own scope), so a runtime keeps the table in
-BF16 and widens only the rows it reads. Edits are made on the definitions and uses that
+and FP32 types and the model runs on any runtime. A table read only through ``Gather`` (and
+``Transpose``, as tied LM heads read it) is widened after each of those readers instead, in the
+reader's own scope, so a runtime keeps the table in BF16 and widens only what it reads. A table
+that a MatMul or Gemm reads directly gets one shared Cast: one FP32 copy at run time, not two. Edits are made on the definitions and uses that
 traversal.py bound by scope, never looked up by name, and nodes are inserted in place (no list
 is rebuilt), so every node and tensor keeps its identity for the writer.
 """
@@ -31,7 +32,8 @@ class Converted:
 
     definition: Definition
     stored_name: str
-    widened: str  # "cast" (one Cast after the tensor) or "after_gather" (Casts after its Gathers)
+    widened: str  # "cast" (one Cast after the tensor), "after_gather" (after each Gather), "after_readers"
+    # (after each Gather and Transpose: a tied head read through a Transpose)
     stats: RoundingStats
     on_disk: bool
 
@@ -87,6 +89,13 @@ def reads_gather_table(use: Use) -> bool:
     return node.op_type == "Gather" and node.domain in DEFAULT_DOMAINS and use.input_index == 0
 
 
+def moves_data(use: Use) -> bool:
+    """A reader that only moves a table's values (Gather rows, a Transpose), which ONNX Runtime does in
+    BF16 too: the Cast can follow it. A tied LM head reads the embedding table through a Transpose."""
+    node = use.node
+    return node.op_type in ("Gather", "Transpose") and node.domain in DEFAULT_DOMAINS and use.input_index == 0
+
+
 def _cast(names: _Names, src: str, dst: str) -> onnx.NodeProto:
     return onnx.helper.make_node("Cast", [src], [dst], name=names.new(f"{dst}_to_float"), to=onnx.TensorProto.FLOAT)
 
@@ -115,6 +124,8 @@ class _Inserts:
 def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definition],
           options: ConversionOptions) -> list[Converted]:
     """Convert ``chosen``; tensors whose data is on disk are only retyped (the writer rounds them)."""
+    if not chosen:
+        return []
     names = _Names(all_scopes)
     inserts = _Inserts()
     graph_inputs = {v.name: v for v in model.graph.input}
@@ -131,17 +142,20 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
             graph_inputs[definition.name].name = stored
             graph_inputs[definition.name].type.tensor_type.elem_type = onnx.TensorProto.BFLOAT16
         uses = definition.uses
-        only_gathers = options.cast_after_gather and uses and all(reads_gather_table(u) for u in uses)
-        if only_gathers:
+        after_readers = (
+            options.cast_after_gather and uses and all(moves_data(u) for u in uses) and any(map(reads_gather_table, uses))
+        )
+        if after_readers:
             for use in uses:
                 out = use.node.output[0]
                 narrow = names.new(f"{out}_bf16")
                 use.node.input[0], use.node.output[0] = stored, narrow
                 inserts.after(use.scope, use.node, _cast(names, narrow, out))
             _forget_value_info(definition)
-        else:  # tied tables (Gather and MatMul) too: one FP32 copy at run time, never two
+        else:  # a table a MatMul or Gemm reads too (tied): one FP32 copy at run time, never BF16 and FP32
             inserts.after(definition.scope, definition.node, _cast(names, stored, definition.name))
-        done.append(Converted(definition, stored, "after_gather" if only_gathers else "cast", stats, on_disk))
+        how = "cast" if not after_readers else "after_gather" if all(map(reads_gather_table, uses)) else "after_readers"
+        done.append(Converted(definition, stored, how, stats, on_disk))
     inserts.apply()
     return done
 

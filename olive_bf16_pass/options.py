@@ -65,7 +65,9 @@ class ConversionOptions:
     )
     cast_after_gather: bool = _option(
         True,
-        "Keep Gather tables (embeddings) in BF16 at run time: widen the gathered rows only.",
+        "Keep Gather tables (embeddings) in BF16 at run time: widen the gathered rows only (and a tied head's "
+        "Transpose of the table). A table a MatMul or Gemm reads directly gets one Cast shared by all its readers, "
+        "so ONNX Runtime holds a single FP32 copy and peaks no higher than the FP32 model at load.",
         "--no-cast-after-gather",
         "widen embedding tables before their Gather instead of after it",
     )

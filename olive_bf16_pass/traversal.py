@@ -45,7 +45,7 @@ class Scope:
             scope = scope.parent
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Use:
     """One node input reading a value."""
 
@@ -104,42 +104,43 @@ def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 
 def definitions(all_scopes: list[Scope]) -> list[Definition]:
-    """Every initializer and Constant value, each with the node inputs that really read it."""
+    """Every initializer and Constant value, each with the node inputs that really read it.
+
+    One pass, parents before children and nodes in topological order, so a name is bound when
+    it is read: to this scope's definition, or else to the nearest enclosing scope's.
+    """
     found: list[Definition] = []
-    visible: dict[tuple[int, str], Definition] = {}  # (id(scope), name) -> data definition there
-    defined: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
+    names_in: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
+    data_in: dict[int, dict[str, Definition]] = {}  # id(scope) -> its data definitions by name
     for scope in all_scopes:
-        names = defined.setdefault(id(scope), set())
         body = scope.body
-        if scope.is_function:
-            names.update(body.input)
-        else:
-            names.update(v.name for v in body.input)
+        names = set(body.input) if scope.is_function else {v.name for v in body.input}
+        data: dict[str, Definition] = {}
+        names_in[id(scope)], data_in[id(scope)] = names, data
         for tensor in scope.initializers:
             definition = Definition(tensor.name, tensor, scope)
             found.append(definition)
-            visible[(id(scope), tensor.name)] = definition
-            names.add(tensor.name)
+            data[tensor.name] = definition
+        names.update(data)
         for node in body.node:
-            names.update(o for o in node.output if o)
-            value = constant_value(node)
-            if value is not None and node.output and node.output[0]:
-                definition = Definition(node.output[0], value, scope, node)
-                found.append(definition)
-                visible[(id(scope), node.output[0])] = definition
-    for scope in all_scopes:
-        own, key = defined[id(scope)], id(scope)
-        for node in scope.body.node:
             for index, name in enumerate(node.input):
                 if not name:
                     continue
-                if name in own:  # the nearest scope that defines the name binds it: usually this one
-                    definition = visible.get((key, name))
+                if name in names:
+                    definition = data.get(name)
                 else:
-                    owner = next((s for s in scope.ancestors() if name in defined[id(s)]), None)
-                    definition = None if owner is None else visible.get((id(owner), name))
+                    owner = next((s for s in scope.ancestors() if name in names_in[id(s)]), None)
+                    definition = None if owner is None else data_in[id(owner)].get(name)
                 if definition is not None:
                     definition.uses.append(Use(scope, node, index))
+            outputs = node.output
+            names.update(outputs)
+            if node.op_type == "Constant" and outputs and outputs[0]:
+                value = constant_value(node)
+                if value is not None:
+                    definition = Definition(outputs[0], value, scope, node)
+                    found.append(definition)
+                    data[outputs[0]] = definition
     return found
 
 

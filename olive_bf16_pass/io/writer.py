@@ -214,68 +214,106 @@ _CONTAINERS = {
     onnx.NodeProto: _fields(onnx.NodeProto, "attribute"),
     onnx.AttributeProto: _fields(onnx.AttributeProto, "t", "g", "tensors", "graphs"),
 }
-_HOLDS_DATA = frozenset(
-    {onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS, onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS}
-)
 
 
 def _pieces(
-    message, streamer: Streamer, conversions: dict[int, Conversion], written: frozenset[int] = frozenset()
+    model: onnx.ModelProto, streamer: Streamer, conversions: dict[int, Conversion], written: frozenset[int] = frozenset()
 ) -> tuple[list, int]:
-    """The message serialized as bytes and tensors to stream between them; and its total size.
+    """The model serialized as bytes, with tensors to stream between them; and its total size.
 
-    Fields that hold no external tensor serialize as protobuf does; each external tensor
-    becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
+    Only the messages that hold a tensor still on disk are taken apart: a graph's nodes or
+    initializers, when none of them holds one, serialize in one protobuf call. Each tensor on
+    disk becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
     differs from protobuf's own (parsers accept any order), the content does not.
     """
-    out: list = []
-    return out, _add_pieces(message, out, streamer, conversions, written)
+    return _Serializer(model, streamer, conversions, written).pieces()
 
 
-def _add_pieces(message, out: list, streamer: Streamer, conversions: dict[int, Conversion], written) -> int:
-    kind = type(message)
-    if kind is onnx.TensorProto:
-        if message.data_location != onnx.TensorProto.EXTERNAL or id(message) in written:
+class _Serializer:
+    def __init__(self, model, streamer, conversions, written):
+        self.model, self.streamer, self.conversions = model, streamer, conversions
+        self.scopes = scopes(model)  # kept alive: the ids below are theirs
+        self.streamed = {
+            id(t): t for t in iter_tensors(model, self.scopes)
+            if t.data_location == onnx.TensorProto.EXTERNAL and id(t) not in written
+        }
+        self.hot: dict[int, object] = {}  # id -> message that holds a tensor to stream
+        self.hot_fields: dict[int, set[str]] = {}  # id(message) -> its fields to take apart
+        for scope in reversed(self.scopes):  # children first
+            body, fields = scope.body, set()
+            if any(id(t) in self.streamed for t in scope.initializers):
+                fields.add("initializer")
+            for node in body.node:
+                if self._node_is_hot(node):
+                    fields.add("node")
+            if fields:
+                self._mark(body, fields)
+        if id(model.graph) in self.hot:
+            self._mark(model, {"graph"} | ({"functions"} if any(id(f) in self.hot for f in model.functions) else set()))
+        elif any(id(f) in self.hot for f in model.functions):
+            self._mark(model, {"functions"})
+
+    def _mark(self, message, fields: set[str]) -> None:
+        self.hot[id(message)] = message
+        self.hot_fields[id(message)] = fields
+
+    def _node_is_hot(self, node: onnx.NodeProto) -> bool:
+        hot = False
+        for attr in node.attribute:
+            fields = set()
+            if attr.type == onnx.AttributeProto.TENSOR and id(attr.t) in self.streamed:
+                fields.add("t")
+            elif attr.type == onnx.AttributeProto.TENSORS and any(id(t) in self.streamed for t in attr.tensors):
+                fields.add("tensors")
+            elif attr.type == onnx.AttributeProto.GRAPH and id(attr.g) in self.hot:
+                fields.add("g")
+            elif attr.type == onnx.AttributeProto.GRAPHS and any(id(g) in self.hot for g in attr.graphs):
+                fields.add("graphs")
+            if fields:
+                self._mark(attr, fields)
+                hot = True
+        if hot:
+            self._mark(node, {"attribute"})
+        return hot
+
+    def pieces(self) -> tuple[list, int]:
+        out: list = []
+        return out, self._add(self.model, out)
+
+    def _add(self, message, out: list) -> int:
+        if type(message) is onnx.TensorProto and id(message) in self.streamed:
+            header = onnx.TensorProto()
+            header.CopyFrom(message)
+            _clear_external(header)
+            conversion = self.conversions.get(id(message))
+            nbytes = self.streamer.out_nbytes(message, conversion)
+            head = header.SerializeToString() + len_field(RAW_DATA, nbytes)
+            out.extend((head, (message, conversion, nbytes)))
+            return len(head) + nbytes
+        fields = self.hot_fields.get(id(message))
+        if not fields:
             data = message.SerializeToString()
             out.append(data)
             return len(data)
-        header = onnx.TensorProto()
-        header.CopyFrom(message)
-        _clear_external(header)
-        conversion = conversions.get(id(message))
-        nbytes = streamer.out_nbytes(message, conversion)
-        head = header.SerializeToString() + len_field(RAW_DATA, nbytes)
-        out.extend((head, (message, conversion, nbytes)))
-        return len(head) + nbytes
-    if kind is onnx.NodeProto and not any(a.type in _HOLDS_DATA for a in message.attribute):
-        data = message.SerializeToString()
+        rest = type(message)()
+        rest.CopyFrom(message)
+        for name in fields:
+            rest.ClearField(name)
+        data = rest.SerializeToString()
         out.append(data)
-        return len(data)
-    fields = _CONTAINERS.get(kind)
-    if fields is None:
-        data = message.SerializeToString()
-        out.append(data)
-        return len(data)
-    rest = kind()
-    rest.CopyFrom(message)
-    for name, _, _ in fields:
-        rest.ClearField(name)
-    data = rest.SerializeToString()
-    out.append(data)
-    total = len(data)
-    for name, number, repeated in fields:
-        if repeated:
-            items = getattr(message, name)
-        else:
-            items = [getattr(message, name)] if message.HasField(name) else []
-        for item in items:
-            inner: list = []
-            size = _add_pieces(item, inner, streamer, conversions, written)
-            prefix = len_field(number, size)
-            out.append(prefix)
-            out.extend(inner)
-            total += len(prefix) + size
-    return total
+        total = len(data)
+        for name, number, repeated in _CONTAINERS[type(message)]:
+            if name not in fields:
+                continue
+            items = getattr(message, name) if repeated else [getattr(message, name)]
+            for item in items:
+                inner: list = []
+                size = self._add(item, inner)
+                prefix = len_field(number, size)
+                out.append(prefix)
+                out.extend(inner)
+                total += len(prefix) + size
+        return total
 
 
 def _write_pieces(pieces: list, dst: Path, streamer: Streamer, conversions, created: list[Path]) -> Path:
