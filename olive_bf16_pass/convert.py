@@ -9,8 +9,9 @@ from pathlib import Path
 
 import onnx
 
-from olive_bf16_pass import checking, graph, selection, traversal
-from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass import checking, graph, selection, traversal, validation
+from olive_bf16_pass.errors import ConversionError, one_line
+from olive_bf16_pass.filters import unmatched_filters
 from olive_bf16_pass.io.source import SourceModel, read_model
 from olive_bf16_pass.io.streamer import Conversion, Progress, Streamer
 from olive_bf16_pass.io.writer import ExternalDataSpec, write_model
@@ -32,10 +33,13 @@ def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = No
     work = onnx.ModelProto()
     work.CopyFrom(model)
     started = time.perf_counter()
+    all_scopes = traversal.scopes(work)  # a file's names and data are checked when it is read
+    validation.check_names(work, all_scopes)
+    validation.check_inline_data(all_scopes)
     work, upgraded = upgrade_opset(work, options)
     report, converted = _edit(work, options)
     report.opset_upgrade = upgraded
-    _check(work, lambda: model)
+    report.input_fails_checker = _check(work, lambda: model)
     _finish(report, converted)
     report.seconds = time.perf_counter() - started
     return work, report
@@ -83,7 +87,9 @@ def convert_file(
         streamer,
         conversions,
         spec,
-        check=lambda tmp: _check(checking.read_written(tmp), lambda: read_model(src).model),
+        check=lambda tmp: setattr(  # the input's own checker fault, when it is kept
+            report, "input_fails_checker", _check(checking.read_written(tmp), lambda: read_model(src).model)
+        ),
     )
     _finish(report, converted)
     report.source = str(src)
@@ -151,10 +157,17 @@ def _edit(model: onnx.ModelProto, options: ConversionOptions) -> tuple[Report, l
             f"the model has sparse initializers ({', '.join(sparse[:3])}); they are not supported. "
             "Densify them first (onnx.numpy_helper / onnx-ir), then convert."
         )
+    validation.check_types(all_scopes)
     found = traversal.definitions(all_scopes)
     weight_bytes = sum(traversal.expected_nbytes(t) or 0 for t in traversal.iter_tensors(model, all_scopes))
     chosen, skipped = selection.select(model, all_scopes, found, options)
-    if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
+    nodes = [node for scope in all_scopes for node in scope.body.node]
+    for line in unmatched_filters(
+        options, (d.name for d in found), (n.name for n in nodes), (n.op_type for n in nodes)
+    ):
+        logger.warning("%s", line)
+    already = any(s.reason == "already bfloat16" for s in skipped)  # converting twice equals converting once
+    if not chosen and not already and any(s.reason.startswith("dtype float16") for s in skipped):
         raise ConversionError(
             "the model's weights are float16 and none are float32: BF16 conversion starts from an FP32 model. "
             "Convert the FP32 export instead."
@@ -193,14 +206,32 @@ def _finish(report: Report, converted: list[graph.Converted]) -> None:
             setattr(record, name, getattr(done.stats, name))
 
 
-def _check(result: onnx.ModelProto, load_original) -> None:
-    """Refuse to hand back a model that fails onnx.checker when its source passed."""
+def _check(result: onnx.ModelProto, load_original) -> str | None:
+    """Refuse to hand back a model that fails onnx.checker, unless its input already failed it.
+
+    A fault the conversion introduced is refused (ConversionError; nothing is written). An input
+    that already fails the full checker is still converted, since many exported models fail the
+    strict checker (full shape inference) yet run: the output keeps that fault, a warning names
+    the checker's message about the input, and it is returned for ``Report.input_fails_checker``
+    (None when the output passes). The input is checked only when the output fails, so a passing
+    conversion costs no second check.
+    """
     try:
         checking.check(result)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         try:
             checking.check(load_original())
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
-            logger.warning("the input model already fails onnx.checker; the output keeps that fault: %s", exc)
-            return
-        raise ConversionError(f"the converted model fails onnx.checker, so it was not written: {exc}") from exc
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as original:
+            message = one_line(original)
+            message = message if len(message) <= 400 else message[:397] + "..."
+            logger.warning(
+                "the input model already fails onnx.checker (%s); converted anyway, and the output keeps that "
+                "fault. Runtimes often load such models, but fix the export to get one that passes.",
+                message,
+            )
+            return message
+        raise ConversionError(
+            f"the converted model fails onnx.checker, so it was not written: {one_line(exc)}. The input passes it, "
+            "so this is a bug in the converter: please report it with the model (or its shapes)."
+        ) from exc
+    return None

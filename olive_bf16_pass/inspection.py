@@ -9,6 +9,7 @@ import onnx
 
 from olive_bf16_pass import graph, selection, traversal
 from olive_bf16_pass.io.source import external_info, read_model
+from olive_bf16_pass.validation import unknown_types
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.report import human_size, reason_group
 
@@ -29,9 +30,14 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
             external_files[info["location"]] += int(info.get("length", 0))
     all_scopes = traversal.scopes(model)
     found = traversal.definitions(all_scopes)
-    chosen, skipped = selection.select(model, all_scopes, found, ConversionOptions(min_elements=min_elements))
+    # read_model refused corrupt names and data; a type this onnx does not know is shown, not raised
+    options = ConversionOptions(min_elements=min_elements)
+    chosen, skipped = selection.select(model, all_scopes, found, options)
     sparse = sum(len(s.body.sparse_initializer) for s in all_scopes if not s.is_function)
+    unknown = unknown_types(all_scopes)
     refusals = []
+    if unknown:
+        refusals.append(unknown[0] + (f" ({len(unknown) - 1} more like it)" if len(unknown) > 1 else ""))
     if (graph.main_opset(model) or graph.MIN_OPSET) < graph.MIN_OPSET:
         refusals.append(f"opset below {graph.MIN_OPSET}")
     if sparse:

@@ -101,6 +101,7 @@ class Report:
     destination: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     opset_upgrade: list[int] | None = None  # [from, to] when the converter upgraded the model's opset
+    input_fails_checker: str | None = None  # onnx.checker's message when the input already failed it
 
     @property
     def ratio(self) -> float:
@@ -152,6 +153,9 @@ class Report:
             lines.append(f"  kept {g.count:>4} {tensors} {human_size(g.bytes):>9}: {g.reason} ({_examples(g.names)})")
         if len(groups) > _GROUPS_SHOWN:
             lines.append(f"  ... and {len(groups) - _GROUPS_SHOWN} more reasons; the JSON report lists every tensor")
+        if self.input_fails_checker:
+            lines.append(f"warning: the input already fails onnx.checker, so the output does too: "
+                         f"{self.input_fails_checker}")
         if self.seconds is not None:
             lines.append(f"time: {self.seconds:.2f} s")
         return "\n".join(lines)

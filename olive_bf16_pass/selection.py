@@ -77,8 +77,9 @@ def _reason(d: Definition, options: ConversionOptions, is_graph_input: bool, gra
         return "not in include_initializers"
     if d.name in options.exclude_initializers:
         return "in exclude_initializers"
-    if elements(t) < options.min_elements:
-        return f"{elements(t)} elements, fewer than min_elements={options.min_elements}"
+    count = elements(t)
+    if count < options.min_elements:
+        return f"{count} elements, fewer than min_elements={options.min_elements}"
     if is_graph_input and not options.convert_graph_input_initializers:
         return "also a graph input, overridable at run time (convert_graph_input_initializers is off)"
     if d.name in graph_outputs:
@@ -95,3 +96,4 @@ def _reason(d: Definition, options: ConversionOptions, is_graph_input: bool, gra
         if only_fp32 and use.input_index in only_fp32:
             return f"input {use.input_index} of {node.op_type} node {node.name!r} needs float32 (scales, roi)"
     return None
+

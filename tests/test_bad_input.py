@@ -574,3 +574,254 @@ def test_real_process_one_line_and_exit_codes(work):
     usage = subprocess.run([*run, "convert", "--bogus"], check=False, capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "usage:" in usage.stderr
     assert list(work.iterdir()) == []
+
+
+# --- corrupt contents: data sizes, data types, names (issue 10, item 6) ------------------------
+
+
+def _bad_inline_raw(work):
+    """An FP32 initializer of shape [3] with 10 bytes of raw_data, read by a node."""
+    model = matmul_model()
+    t = numpy_helper.from_array(np.ones(3, np.float32), "c")
+    t.raw_data = b"\0" * 10
+    model.graph.initializer.append(t)
+    return model
+
+
+def _bad_typed(work):
+    model = matmul_model()
+    model.graph.initializer.append(TensorProto(name="c", data_type=TensorProto.FLOAT, dims=[3], float_data=[1, 2]))
+    return model
+
+
+def _bad_lifted(work):
+    """W's raw_data (over the inline limit, so it stays on disk while reading) 2 bytes short."""
+    model = matmul_model()
+    w = model.graph.initializer[0]
+    w.raw_data = w.raw_data[:-2]
+    return model
+
+
+def _bad_constant(work):
+    model = matmul_model()
+    value = numpy_helper.from_array(np.ones(3, np.float32), "v")
+    value.raw_data = b"\0" * 10
+    model.graph.node.append(helper.make_node("Constant", [], ["k"], name="const", value=value))
+    return model
+
+
+@pytest.mark.parametrize(
+    "build, contains",
+    [
+        (_bad_inline_raw, ["initializer 'c' (graph)", "raw_data holds 10 bytes", "[3] of float needs 12"]),
+        (_bad_typed, ["initializer 'c' (graph)", "float_data holds 2 values", "needs 3"]),
+        (_bad_lifted, ["initializer 'W' (graph)", "raw_data holds 16382 bytes", "[64, 64] of float needs 16384"]),
+        (_bad_constant, ["attribute 'value' of Constant node 'const' (graph)", "10 bytes", "needs 12"]),
+    ],
+    ids=["inline-raw", "float-data", "large-raw", "constant"],
+)
+def test_data_size_not_matching_the_shape_is_refused(capsys, work, build, contains):
+    path = work / "bad.onnx"
+    onnx.save(build(work), str(path))
+    for command in (["convert", path, work / "out.onnx"], ["convert", path, work / "o.onnx", "--min-elements", "1"],
+                    ["inspect", path]):
+        line = expect_error(capsys, command, contains=[*contains, "the file is corrupt", "Re-export"], folders=[work])
+        assert "buffer size" not in line and "TensorProto" not in line
+
+
+def test_data_size_not_matching_the_shape_in_memory(work):
+    """convert_model: the same refusal, never numpy's 'buffer size must be a multiple of element size'."""
+    from olive_bf16_pass import convert_model
+    from olive_bf16_pass.options import ConversionOptions
+
+    with pytest.raises(ConversionError, match=r"initializer 'c' \(graph\): its raw_data holds 10 bytes.*corrupt"):
+        convert_model(_bad_inline_raw(work), ConversionOptions(min_elements=1))
+
+
+def _unknown_type_model():
+    model = matmul_model()
+    model.graph.initializer.append(TensorProto(name="u", data_type=99, dims=[3], raw_data=b"\0" * 12))
+    return model
+
+
+def test_unknown_data_type_is_refused_and_inspect_shows_it(capsys, work):
+    path = work / "new_type.onnx"
+    onnx.save(_unknown_type_model(), str(path))
+    expect_error(
+        capsys,
+        ["convert", path, work / "out.onnx"],
+        contains=["initializer 'u' (graph)", "data type 99", f"onnx {onnx.__version__} does not know", "Upgrade onnx"],
+        folders=[work],
+    )
+    before = snapshot(work)
+    out = expect_ok(capsys, ["inspect", path]).out
+    assert "unknown type 99" in out
+    assert "convert will refuse this model: initializer 'u' (graph) has data type 99" in out
+    info = json.loads(expect_ok(capsys, ["inspect", path, "--json"]).out)
+    assert any("data type 99" in r for r in info["convert_refuses"])
+    assert snapshot(work) == before
+
+
+def test_unknown_data_type_in_memory():
+    from olive_bf16_pass import convert_model
+
+    with pytest.raises(ConversionError, match="data type 99"):
+        convert_model(_unknown_type_model())
+
+
+def _with_bad_utf8(model: onnx.ModelProto, placeholder: str) -> bytes:
+    """The serialized model with ``placeholder`` (4 ASCII bytes) replaced by bytes that are not UTF-8."""
+    data = model.SerializeToString()
+    assert data.count(placeholder.encode()) >= 1
+    return data.replace(placeholder.encode(), b"\xff\xfe" + placeholder.encode()[2:])
+
+
+def _rename(where: str) -> tuple[onnx.ModelProto, str]:
+    model = matmul_model()
+    if where == "node":
+        model.graph.node[0].name = "mmXX"
+        return model, "mmXX"
+    if where == "tensor":  # the initializer and the node input reading it
+        model.graph.initializer[0].name = model.graph.node[0].input[1] = "WWXX"
+        return model, "WWXX"
+    model.graph.input[0].name = model.graph.node[0].input[0] = "xxXX"
+    return model, "xxXX"
+
+
+@pytest.mark.parametrize("where, field", [("node", "graph.node[0].name"), ("tensor", "graph.initializer[0].name"),
+                                          ("input", "graph.input[0].name")])
+def test_name_not_utf8_is_refused(capsys, work, where, field):
+    path = work / "bad_name.onnx"
+    path.write_bytes(_with_bad_utf8(*_rename(where)))
+    for command in (["convert", path, work / "out.onnx"], ["inspect", path]):
+        line = expect_error(
+            capsys,
+            command,
+            contains=["a name in the model is not valid UTF-8", field, "the file is corrupt or not ONNX", "Re-export"],
+            folders=[work],
+        )
+        assert "codec" not in line and "unexpected" not in line
+
+
+def test_name_not_utf8_in_memory():
+    from olive_bf16_pass import convert_model
+
+    model = onnx.ModelProto()
+    model.ParseFromString(_with_bad_utf8(*_rename("tensor")))
+    with pytest.raises(ConversionError, match="not valid UTF-8"):
+        convert_model(model)
+
+
+def test_input_path_is_a_symlink_loop(capsys, work):
+    (work / "a.onnx").symlink_to("b.onnx")
+    (work / "b.onnx").symlink_to("a.onnx")
+    for command in (["convert", work / "a.onnx", work / "out.onnx"], ["inspect", work / "a.onnx"]):
+        expect_error(capsys, command, contains=["a.onnx", "a symbolic link loops", "Point the link"], folders=[work])
+
+
+def test_external_data_location_is_a_symlink_loop(capsys, work):
+    (work / "la.bin").symlink_to("lb.bin")
+    (work / "lb.bin").symlink_to("la.bin")
+    onnx.save(with_external_reference(matmul_model(), "W", "la.bin", length=16384), str(work / "m.onnx"))
+    for command in (["convert", work / "m.onnx", work / "out.onnx"], ["inspect", work / "m.onnx"]):
+        expect_error(
+            capsys,
+            command,
+            contains=["tensor 'W'", "'la.bin'", "a symbolic link loops", "Replace the link"],
+            folders=[work],
+        )
+
+
+def test_external_data_location_with_a_nul_byte(capsys, work):
+    onnx.save(with_external_reference(matmul_model(), "W", "w\0.bin", length=16384), str(work / "m.onnx"))
+    for command in (["convert", work / "m.onnx", work / "out.onnx"], ["inspect", work / "m.onnx"]):
+        line = expect_error(
+            capsys, command, contains=["tensor 'W'", "contains a NUL byte", "Re-export"], folders=[work]
+        )
+        assert "plain relative path" not in line
+
+
+# --- filters that match nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, warning",
+    [
+        (["--exclude", "w"], "exclude_initializers (--exclude) 'w' matches no tensor in the model, so it changes "
+                             "nothing; did you mean 'W'?"),
+        (["--op-block", "Matmul"], "op_block_list (--op-block) 'Matmul' matches no op type in the model, so it "
+                                   "changes nothing; did you mean 'MatMul'?"),
+        (["--node-block", "zzz"], "node_block_list (--node-block) 'zzz' matches no node in the model, so it "
+                                  "changes nothing; check the spelling (names are case-sensitive)"),
+    ],
+    ids=["exclude", "op-block", "node-block"],
+)
+def test_a_filter_that_matches_nothing_warns(capsys, work, fp32, flags, warning):
+    rc = main(["convert", str(fp32), str(work / "out.onnx"), "-q", *flags])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.splitlines() == [f"olive-bf16: warning: {warning}"]
+
+
+def test_filters_that_match_warn_nothing(capsys, work, fp32):
+    expect_ok(capsys, ["convert", fp32, work / "out.onnx", "-q", "--exclude", "W", "--op-block", "MatMul"])
+    rc = main(["convert", str(fp32), str(work / "o2.onnx"), "-q", "--exclude", "b", "--node-block", "mm"])
+    assert rc == 0 and capsys.readouterr().err == ""
+
+
+# --- an input that already fails onnx.checker ---------------------------------------------------
+
+
+def _fails_checker() -> onnx.ModelProto:
+    """Runs nowhere useful but is a typical checker failure: strict shape inference rejects Add([1,64], [3])."""
+    model = matmul_model()
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.ones(3, np.float32), "b"))
+    return model
+
+
+def test_input_failing_the_checker_converts_with_a_warning(capsys, work):
+    src = work / "m.onnx"
+    onnx.save(_fails_checker(), str(src))
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        onnx.checker.check_model(onnx.load(str(src)), full_check=True)
+    rc = main(["convert", str(src), str(work / "out.onnx"), "--report", str(work / "r.json")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    (line,) = captured.err.splitlines()
+    assert line.startswith("olive-bf16: warning: the input model already fails onnx.checker (")
+    assert "converted anyway" in line
+    report = json.loads((work / "r.json").read_text())
+    assert report["input_fails_checker"] and report["input_fails_checker"] in line
+    assert len(report["converted"]) == 1
+    assert "warning: the input already fails onnx.checker" in captured.out
+    assert (work / "out.onnx").exists()
+
+
+def test_input_failing_the_checker_in_memory():
+    from olive_bf16_pass import convert_model
+
+    _, report = convert_model(_fails_checker())
+    assert report.input_fails_checker and "input already fails onnx.checker" in report.summary()
+    _, clean = convert_model(matmul_model())
+    assert clean.input_fails_checker is None and "onnx.checker" not in clean.summary()
+
+
+def test_a_checker_failure_the_conversion_introduces_is_refused(capsys, work, fp32, monkeypatch):
+    """Simulated: the checker rejects any model holding bfloat16, so the input passes and the output fails."""
+    from olive_bf16_pass import checking
+
+    real_check = checking.check
+
+    def bf16_is_invalid(model):
+        if any(t.data_type == TensorProto.BFLOAT16 for t in model.graph.initializer):
+            raise onnx.checker.ValidationError("simulated: bfloat16 initializer W_bf16 is invalid")
+        real_check(model)
+
+    monkeypatch.setattr(checking, "check", bf16_is_invalid)
+    for external in ([], ["--external-data"]):
+        expect_error(
+            capsys,
+            ["convert", fp32, work / "out.onnx", *external],
+            contains=["the converted model fails onnx.checker, so it was not written", "simulated", "report it"],
+            folders=[work],
+        )

@@ -8,9 +8,11 @@ out of the folder through a link, long enough for the tensor's shape.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,9 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass import validation
 from olive_bf16_pass.io.wire import SkeletonScanner, Truncated
-from olive_bf16_pass.traversal import expected_nbytes, iter_tensors
+from olive_bf16_pass.traversal import expected_nbytes, scopes
 
 INLINE_LIMIT = 1024  # raw_data of at least this many bytes stays on disk in the skeleton
 _SEPARATORS = re.compile(r"[\\/]")
@@ -81,7 +84,10 @@ def _check_input_path(path: Path) -> Path:
             raise ConversionError(f"{path}: a link to a file that does not exist. Point it at the model.") from None
         raise ConversionError(f"{path}: no such file. Check the path of the input model.") from None
     except (RuntimeError, OSError) as exc:  # a link loop (RuntimeError before Python 3.13)
-        raise ConversionError(f"{path}: cannot follow the path ({exc}); a symbolic link loops or is broken.") from exc
+        raise ConversionError(
+            f"{path}: cannot follow the path ({exc}); a symbolic link loops or is broken. Point the link at the "
+            "model file, or give the model's own path."
+        ) from exc
     if resolved.is_dir():
         raise ConversionError(f"{path}: is a directory. Give the .onnx file inside it.")
     if not resolved.is_file():
@@ -102,17 +108,27 @@ def read_model(path: str | os.PathLike) -> SourceModel:
             skeleton = scanner.scan()
         model = onnx.ModelProto()
         model.ParseFromString(skeleton)
-    except (Truncated, DecodeError, ValueError, OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # protobuf runtimes that validate strings while parsing
+        raise ConversionError(f"{path}: {validation.not_utf8('', exc.object[exc.start:exc.end])}") from exc
+    except (Truncated, DecodeError, ValueError, OSError) as exc:
         if isinstance(exc, PermissionError):
             raise ConversionError(f"{path}: cannot read the file ({exc.strerror}).") from exc
         raise ConversionError(not_onnx) from exc
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ConversionError(not_onnx)
+    all_scopes = scopes(model)
+    validation.check_names(model, all_scopes, f"{path}: ")  # before any name is used: locations are names too
+    validation.check_inline_data(all_scopes, f"{path}: ")
     source = SourceModel(model, path, resolved, path.parent, frozenset(scanner.spans))
     files = {resolved}
-    for tensor in iter_tensors(model):
+    for tensor, describe in validation.tensors_with_labels(all_scopes):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            files.add(source.where(tensor)[0])
+            file, _, length = source.where(tensor)
+            files.add(file)
+            lifted = file == resolved and external_info(tensor).get("location") == path.name
+            problem = validation.size_problem(tensor, "raw_data", length) if lifted else None
+            if problem:
+                raise ConversionError(f"{path}: {describe()}: {problem}")
     source.files = frozenset(files)
     return source
 
@@ -129,6 +145,11 @@ def resolve_external(
     info = external_info(tensor)
     location = info.get("location", "")
     where = f"tensor {tensor.name!r}: external data location {location!r}"
+    if "\0" in location:
+        raise ConversionError(
+            f"{where} contains a NUL byte, which no file name can hold; the file is corrupt. Re-export the model "
+            "with its external data."
+        )
     parts = location_parts(location)
     if parts is None:
         raise ConversionError(
@@ -138,15 +159,21 @@ def resolve_external(
     bases = {base_dir.resolve(), *([also_inside.resolve()] if also_inside is not None else [])}
     try:
         target = base_dir.joinpath(*parts).resolve()
-    except (RuntimeError, OSError) as exc:
-        raise ConversionError(f"{where}: cannot follow the path ({exc}); a symbolic link loops.") from exc
+    except (RuntimeError, OSError) as exc:  # a link loop (RuntimeError before Python 3.13)
+        raise ConversionError(_loops(where, exc)) from exc
     if not any(target.is_relative_to(base) for base in bases):
         raise ConversionError(
             f"{where} resolves outside the model's folder (through a link); refusing to read it. If the model "
             "comes from the Hugging Face cache, copy its files out of the cache into one folder (or download "
             "with huggingface_hub's local_dir) and convert that copy."
         )
-    if not target.is_file():
+    try:
+        is_file = stat.S_ISREG(target.stat().st_mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # Python 3.13+ resolves a loop without raising
+            raise ConversionError(_loops(where, exc)) from exc
+        is_file = False
+    if not is_file:
         raise ConversionError(f"{where}: the file is missing. Copy the model together with its external data files.")
     try:
         offset = int(info.get("offset", 0))
@@ -163,3 +190,10 @@ def resolve_external(
     if expected is not None and expected != length:
         raise ConversionError(f"{where}: holds {length} bytes but the tensor's shape needs {expected}.")
     return target, offset, length
+
+
+def _loops(where: str, exc: Exception) -> str:
+    return (
+        f"{where}: cannot follow the path ({exc}); a symbolic link loops. Replace the link with the data file "
+        "(or point it at the file)."
+    )

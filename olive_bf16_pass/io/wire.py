@@ -154,3 +154,6 @@ class SkeletonScanner:
         for key, value in (("location", self.location), ("offset", str(raw[0])), ("length", str(raw[1]))):
             kept.append(_entry(key, value))
         return kept
+
+
+# descriptor full name -> [(field name, repeated, holds a message)] of its string and message fields

@@ -10,6 +10,11 @@ to this plugin's entries. Olive's own passes are always looked up first and neve
 Likewise the evaluators register when Olive's evaluator module loads (Olive checks evaluator
 types while it parses a recipe), and ``run_engine`` gains the early provider check.
 
+All of this runs at every ``import olive``, so it loads only discovery.py, evaluators.py (which
+imports its machinery when an evaluation runs), attributes.py and provider_check.py; the pass
+module, and the converter with it, is imported by Olive from ``module_path`` only when a recipe
+uses the pass (tests/olive/test_import_cost.py).
+
 Switch it off with ``OLIVE_BF16_PASS_DISCOVERY=0``; then use the supported route,
 ``olive-bf16 package-config -o FILE`` and ``olive run --package-config FILE``.
 """

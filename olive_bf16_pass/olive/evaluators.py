@@ -46,6 +46,11 @@ instead of exiting 0 with no model. So do a metric that misses its ``thresholds`
 fallback: ``min_ep_op_share`` (default: a non-CPU EP must run some operators) is checked against
 where the model really ran (probe.py, placement.py), not against ``session.get_providers()``,
 which lists the Vitis AI EP first even when it ran nothing.
+
+This module is imported at every ``import olive`` (the start-up hook registers the evaluators
+when Olive's evaluator module loads, see discovery.py), so at the top it imports only Olive and
+attributes.py; numpy, ONNX Runtime sessions, the corpus and the metrics are imported inside the
+methods that use them, when an evaluation runs.
 """
 
 from __future__ import annotations
@@ -55,25 +60,32 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-import numpy as np
 from olive.evaluator.metric_result import MetricResult, SubMetricResult
 from olive.evaluator.olive_evaluator import OliveEvaluator
 from olive.evaluator.registry import Registry
 
-from olive_bf16_pass import agreement
-from olive_bf16_pass.agreement import EvaluationError
-from olive_bf16_pass.olive import sessions
-from olive_bf16_pass.olive.corpus import load_corpus, reranker_pairs
-from olive_bf16_pass.olive.passes import SOURCE_MODEL_ATTRIBUTE
-from olive_bf16_pass.olive.sessions import REFERENCE_PROVIDER, Io, missing_provider_message
-from olive_bf16_pass.olive.table import side_by_side
+from olive_bf16_pass.olive.attributes import SOURCE_MODEL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from olive.hardware.accelerator import Device
     from olive.model import OliveModelHandler
 
-# provider_check.py imports these two from here
+    from olive_bf16_pass.olive.sessions import Io
+
 __all__ = ["EmbeddingFidelityEvaluator", "EvaluationError", "RerankerFidelityEvaluator", "missing_provider_message"]
+# the last two are re-exported from where they live, imported on first use (see __getattr__)
+_LAZY = {
+    "EvaluationError": "olive_bf16_pass.agreement",
+    "missing_provider_message": "olive_bf16_pass.olive.sessions",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +126,8 @@ class _FidelityEvaluator(OliveEvaluator):
         options = dict(self._OPTIONS)
         unknown = sorted(set(kwargs) - set(options))
         if unknown:
+            from olive_bf16_pass.agreement import EvaluationError
+
             raise EvaluationError(
                 f"{type(self).__name__}: unknown option(s) {unknown}; known options: {sorted(options)}"
             )
@@ -132,6 +146,9 @@ class _FidelityEvaluator(OliveEvaluator):
         device: Device = None,
         execution_providers: Optional[Union[str, list[str]]] = None,
     ) -> MetricResult:
+        from olive_bf16_pass.agreement import EvaluationError
+        from olive_bf16_pass.olive.table import side_by_side
+
         self._probe = None
         try:
             results = self._evaluate(model, device, execution_providers)
@@ -149,6 +166,11 @@ class _FidelityEvaluator(OliveEvaluator):
 
     def _evaluate(self, model, device, execution_providers) -> dict[str, float]:
         """Both models on the same inputs, then where the BF16 one ran, agreement, latency, size."""
+        import numpy as np
+
+        from olive_bf16_pass.olive import sessions
+        from olive_bf16_pass.olive.sessions import REFERENCE_PROVIDER, Io
+
         source = self._source_path(model)
         tokenizer = self._tokenizer(model)
         texts, pairs = self._inputs()
@@ -176,6 +198,9 @@ class _FidelityEvaluator(OliveEvaluator):
     # feed, rows) -> its vectors or scores, _agreement(ref, test) -> metrics, _prefer() -> (names, rank)
 
     def _source_path(self, model) -> str:
+        from olive_bf16_pass.agreement import EvaluationError
+        from olive_bf16_pass.olive import sessions
+
         attrs = getattr(model, "model_attributes", None) or {}
         source = self.reference_model or attrs.get(SOURCE_MODEL_ATTRIBUTE)
         if not source:
@@ -190,6 +215,9 @@ class _FidelityEvaluator(OliveEvaluator):
         return source
 
     def _tokenizer(self, model):
+        from olive_bf16_pass.agreement import EvaluationError
+        from olive_bf16_pass.olive import sessions
+
         attrs = getattr(model, "model_attributes", None) or {}
         spec = self.tokenizer or attrs.get("_name_or_path")
         if not spec:
@@ -205,6 +233,8 @@ class _FidelityEvaluator(OliveEvaluator):
         names = [o.name for o in session.get_outputs()]
         if self.output_name:
             if self.output_name not in names:
+                from olive_bf16_pass.agreement import EvaluationError
+
                 raise EvaluationError(f"output {self.output_name!r} not in the model's outputs {names}")
             return self.output_name
         if like is not None and self._output_name(like) in names:
@@ -215,6 +245,10 @@ class _FidelityEvaluator(OliveEvaluator):
 
     def _latency(self, target, reference, tokenizer, io: Io, texts, pairs=None) -> dict[str, float]:
         """p50/p90 in ms of one inference of one input; the models take turns, cycling over the first inputs."""
+        import numpy as np
+
+        from olive_bf16_pass.olive import sessions
+
         n = min(LATENCY_INPUTS, len(texts))
         feeds, _ = sessions.feeds(tokenizer, io, self.max_length, 1, texts[:n], None if pairs is None else pairs[:n])
         ref_ms, target_ms = sessions.interleaved_latency(
@@ -229,12 +263,16 @@ class _FidelityEvaluator(OliveEvaluator):
 
     @staticmethod
     def _sizes(model_path, source_path) -> dict[str, float]:
+        from olive_bf16_pass.olive import sessions
+
         size, source = sessions.model_size_on_disk(model_path), sessions.model_size_on_disk(source_path)
         return {"size-bytes": size, "size-source_bytes": source, "size-ratio": size / source if source else 0.0}
 
     def _check_thresholds(self, results: dict[str, float]) -> None:
         if not self.thresholds:
             return
+        from olive_bf16_pass.agreement import EvaluationError
+
         failures = []
         for name, bound in self.thresholds.items():
             if name not in results:
@@ -248,6 +286,9 @@ class _FidelityEvaluator(OliveEvaluator):
             raise EvaluationError("the BF16 model misses its thresholds: " + "; ".join(failures))
 
     def _texts(self) -> list[str]:
+        from olive_bf16_pass.olive import sessions
+        from olive_bf16_pass.olive.corpus import load_corpus
+
         corpus = self.corpus and sessions.resolve_path_spec(str(self.corpus))
         return load_corpus(corpus, self.languages, self.corpus_limit)
 
@@ -267,11 +308,15 @@ class EmbeddingFidelityEvaluator(_FidelityEvaluator):
         return self._texts(), None
 
     def _read(self, whose, session, name, feed, n):
+        from olive_bf16_pass import agreement
+
         out = session.run([name], feed)[0]
         agreement.check_embedding_output(name, out, self.pooling, len(next(iter(feed.values()))), whose)
         return agreement.pool(out, feed.get("attention_mask"), self.pooling)[:n]
 
     def _agreement(self, ref, test):
+        from olive_bf16_pass import agreement
+
         agree = agreement.embedding_agreement(ref, test, int(self.top_k))
         return {
             "fidelity-cosine_mean": agree["cosine_mean"],
@@ -293,16 +338,22 @@ class RerankerFidelityEvaluator(_FidelityEvaluator):
         return ("logits", "scores"), None
 
     def _inputs(self):
+        from olive_bf16_pass.olive.corpus import reranker_pairs
+
         queries, groups = reranker_pairs(self._texts(), int(self.num_queries), int(self.group_size), int(self.seed))
         self._shape = (len(queries), len(groups[0]))
         return [q for q, g in zip(queries, groups) for _ in g], [p for g in groups for p in g]
 
     def _read(self, whose, session, name, feed, n):
+        from olive_bf16_pass import agreement
+
         out = session.run([name], feed)[0]
         agreement.check_scores_output(name, out, len(next(iter(feed.values()))), self.score_index, whose)
         return agreement.relevance_scores(out, self.score_index)[:n]
 
     def _agreement(self, ref, test):
+        from olive_bf16_pass import agreement
+
         agree = agreement.reranker_agreement(ref.reshape(self._shape), test.reshape(self._shape))
         return {
             "fidelity-spearman": agree["spearman"],

@@ -14,6 +14,7 @@ from olive.passes.pass_config import BasePassConfig, PassConfigParam
 
 from olive_bf16_pass.convert import convert_file
 from olive_bf16_pass.errors import ConversionError, one_line, os_error_line
+from olive_bf16_pass.olive.attributes import SOURCE_MODEL_ATTRIBUTE
 from olive_bf16_pass.olive.vitisai import (
     VITISAI_EP,
     has_vitisai_cache_key,
@@ -24,7 +25,6 @@ from olive_bf16_pass.olive.vitisai import (
 )
 from olive_bf16_pass.options import ConversionOptions, pass_parameters
 
-SOURCE_MODEL_ATTRIBUTE = "bf16_source_model_path"
 # the Vitis AI EP loads single-file models only (RyzenAI-SW issue #320)
 VITIS_EXTERNAL_DATA = (
     "OnnxFloatToBFloat16: the target is VitisAIExecutionProvider, which cannot load ONNX external data, and {why}."

@@ -3,12 +3,11 @@
 Olive 0.13 stops such a run before any pass, in ``create_accelerator``, with a bare "None of the
 execution providers [...] cannot be found". :func:`wrap_run_engine` re-raises that with what is
 missing, how to get it, and the recipe's CPU twin (its evaluator's ``cpu_twin``). It is applied
-when ``olive.workflows.run.run`` is imported (see discovery.py).
+when ``olive.workflows.run.run`` is imported (see discovery.py), so it imports the rest of the
+plugin only when such a run has failed.
 """
 
 from __future__ import annotations
-
-from olive_bf16_pass.olive.evaluators import EvaluationError, missing_provider_message
 
 _OLIVE_MISSING_EP = "cannot be found in the target system"
 
@@ -34,8 +33,11 @@ def wrap_run_engine(module) -> None:
         try:
             return original(package_config, run_config)
         except ValueError as e:
+            from olive_bf16_pass.agreement import EvaluationError
+
             if _OLIVE_MISSING_EP not in str(e) or isinstance(e, EvaluationError):
                 raise
+            from olive_bf16_pass.olive.sessions import missing_provider_message
             from olive_bf16_pass.optional import import_onnxruntime
 
             ort = import_onnxruntime("checking the recipe's execution provider")

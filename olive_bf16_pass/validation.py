@@ -1,0 +1,229 @@
+"""What a model must hold to be converted: names that are text, data as long as its shape says,
+types this onnx knows. Graph-only (no file system): the reader checks files with it, and
+``convert_model`` checks in-memory models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import onnx
+from google.protobuf.descriptor import FieldDescriptor
+
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes
+
+_NOT_UTF8 = (
+    "a name in the model is not valid UTF-8 ({where}{value!r}); the file is corrupt or not ONNX. "
+    "Re-export it (or download it again)."
+)
+_CORRUPT = "the file is corrupt. Re-export the model (or download it again)."
+
+
+def not_utf8(where: str, value: bytes) -> str:
+    return _NOT_UTF8.format(where=where, value=value)
+
+
+def check_names(model: onnx.ModelProto, all_scopes: list[Scope], prefix: str = "") -> None:
+    """Refuse a model with a name that is not UTF-8: a name nothing could look up or write.
+
+    ONNX is proto2, whose parser does not validate strings: protobuf's upb runtime then hands such
+    a field back as ``bytes`` where ``str`` is due, and the first ``str`` operation on it fails far
+    from the cause. The names the converter reads are checked in one quick pass; only when one is
+    bad is the whole model walked, to name the field.
+    """
+    if _names_are_text(all_scopes):
+        return
+    bad = invalid_utf8(model) or ("a name", b"?")
+    raise ConversionError(prefix + not_utf8(f"{bad[0]} = ", bad[1]))
+
+
+def _names_are_text(all_scopes: list[Scope]) -> bool:
+    for scope in all_scopes:
+        body = scope.body
+        values = body.input if scope.is_function else [v.name for v in (*body.input, *body.output, *body.value_info)]
+        if not all(type(v) is str for v in values) or type(body.name) is not str:
+            return False
+        if not all(type(t.name) is str for t in scope.initializers):
+            return False
+        for node in body.node:
+            if not (type(node.name) is str and type(node.op_type) is str and type(node.domain) is str):
+                return False
+            if not all(type(v) is str for v in node.input) or not all(type(v) is str for v in node.output):
+                return False
+            for attr in node.attribute:
+                if type(attr.name) is not str:
+                    return False
+                if attr.type == onnx.AttributeProto.TENSOR and not _tensor_text(attr.t):
+                    return False
+        if not all(_tensor_text(t) for t in scope.initializers):
+            return False
+    return True
+
+
+def _tensor_text(tensor: onnx.TensorProto) -> bool:
+    return type(tensor.name) is str and all(type(e.key) is str and type(e.value) is str for e in tensor.external_data)
+
+
+def tensors_with_labels(all_scopes: list[Scope]) -> Iterator[tuple[onnx.TensorProto, Callable[[], str]]]:
+    """Every tensor that can hold data, with a function giving words that find it (made only when needed)."""
+    for scope in all_scopes:
+        for tensor in scope.initializers:
+            yield tensor, lambda tensor=tensor, scope=scope: f"initializer {tensor.name!r} ({scope.label})"
+        for index, node in enumerate(scope.body.node):
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    tensors = [attr.t]
+                elif attr.type == onnx.AttributeProto.TENSORS:
+                    tensors = attr.tensors
+                else:
+                    continue
+                for tensor in tensors:
+                    yield tensor, lambda node=node, attr=attr, index=index, scope=scope: (
+                        f"attribute {attr.name!r} of {node.op_type} node "
+                        f"{node.name or (node.output[0] if node.output else f'#{index}')!r} ({scope.label})"
+                    )
+
+
+_COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
+    """Why an inline tensor's data does not fit its shape and type, or None (also when it cannot be judged:
+    strings, types this onnx does not size, data that is elsewhere)."""
+    expected = expected_nbytes(tensor)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or expected is None:
+        return None
+    if tensor.HasField("raw_data"):
+        return size_problem(tensor, "raw_data", len(tensor.raw_data))
+    held = [(name, len(getattr(tensor, name))) for name in _TYPED_FIELDS if len(getattr(tensor, name))]
+    if len(held) == 1:
+        name, count = held[0]
+        allowed = {elements(tensor) * (2 if tensor.data_type in _COMPLEX else 1)}
+        if expected < elements(tensor):  # 2- and 4-bit types: one packed byte per int32_data entry
+            allowed.add(expected)
+        if count not in allowed:
+            return (
+                f"its {name} holds {count} values, but shape {list(tensor.dims)} of "
+                f"{data_type_name(tensor.data_type)} needs {min(allowed)}; {_CORRUPT}"
+            )
+        return None
+    if not held and expected:
+        return (
+            f"it holds no data, but shape {list(tensor.dims)} of {data_type_name(tensor.data_type)} "
+            f"needs {expected} bytes; {_CORRUPT}"
+        )
+    return None
+
+
+def size_problem(tensor: onnx.TensorProto, field_name: str, length: int) -> str | None:
+    expected = expected_nbytes(tensor)
+    if expected is None or expected == length:
+        return None
+    return (
+        f"its {field_name} holds {length} bytes, but shape {list(tensor.dims)} of "
+        f"{data_type_name(tensor.data_type)} needs {expected}; {_CORRUPT}"
+    )
+
+
+def check_inline_data(all_scopes: list[Scope], prefix: str = "") -> None:
+    """Refuse a model whose inline tensor data is not as long as its shape and type say."""
+    for tensor, describe in tensors_with_labels(all_scopes):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            problem = inline_data_problem(tensor)
+            if problem:
+                raise ConversionError(f"{prefix}{describe()}: {problem}")
+
+
+def unknown_types(all_scopes: list[Scope]) -> list[str]:
+    """One line per tensor whose data type this onnx does not know: nothing can check or convert it."""
+    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+    return [
+        f"{describe()} has data type {tensor.data_type}, which onnx {onnx.__version__} does not know, so the model "
+        "cannot be checked or converted. Upgrade onnx (pip install -U onnx), or re-export the model with "
+        "standard ONNX types."
+        for tensor, describe in tensors_with_labels(all_scopes)
+        if tensor.data_type not in known
+    ]
+
+
+def check_types(all_scopes: list[Scope]) -> None:
+    unknown = unknown_types(all_scopes)
+    if unknown:
+        more = f" ({len(unknown) - 1} more tensors have unknown types)" if len(unknown) > 1 else ""
+        raise ConversionError(unknown[0] + more)
+
+
+# --- naming the bad field: a walk over every string field (only when one is bad) --------------
+
+_TEXT_FIELDS: dict[str, list[tuple[str, bool, bool]]] = {}
+
+
+def _text_fields(descriptor) -> list[tuple[str, bool, bool]]:
+    found = _TEXT_FIELDS.get(descriptor.full_name)
+    if found is None:
+        kinds = {FieldDescriptor.TYPE_STRING: False, FieldDescriptor.TYPE_MESSAGE: True}
+        found = [(f.name, _repeated(f), kinds[f.type]) for f in descriptor.fields if f.type in kinds]
+        _TEXT_FIELDS[descriptor.full_name] = found
+    return found
+
+
+def _repeated(field) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf 5.28+; ``label`` is gone in 7
+        return field.is_repeated
+    return field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def invalid_utf8(message, where: str = "model") -> tuple[str, bytes] | None:
+    """The first string field (its path, its bytes) that is not valid UTF-8, or None.
+
+    ONNX is proto2, whose parser does not validate strings: protobuf's upb runtime then hands
+    such a field back as ``bytes`` where ``str`` is due, and the first ``str`` operation on it
+    fails far from the cause. Only string and message fields are read (a tensor's data is never
+    copied); the path is worked out only when a bad field exists.
+    """
+    return _find_invalid(message, where) if _has_invalid(message) else None
+
+
+def _has_invalid(message) -> bool:
+    """The fast pass: set fields only, no paths."""
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        if isinstance(msg, onnx.TensorProto):  # ListFields would copy raw_data
+            if _find_invalid(msg, "") is not None:
+                return True
+            continue
+        for f, value in msg.ListFields():
+            if f.type == FieldDescriptor.TYPE_STRING:
+                if any(type(v) is not str for v in value) if _repeated(f) else type(value) is not str:
+                    return True
+            elif f.type == FieldDescriptor.TYPE_MESSAGE:
+                if _repeated(f):
+                    stack.extend(value)
+                else:
+                    stack.append(value)
+    return False
+
+
+def _find_invalid(message, where: str) -> tuple[str, bytes] | None:
+    stack = [(message, where)]
+    while stack:
+        msg, at = stack.pop()
+        for name, repeated, is_message in _text_fields(msg.DESCRIPTOR):
+            if is_message:
+                if repeated:
+                    values = getattr(msg, name)
+                    stack.extend((values[i], f"{at}.{name}[{i}]") for i in reversed(range(len(values))))
+                elif msg.HasField(name):
+                    stack.append((getattr(msg, name), f"{at}.{name}"))
+            elif repeated:
+                for i, value in enumerate(getattr(msg, name)):
+                    if not isinstance(value, str):
+                        return f"{at}.{name}[{i}]", bytes(value)
+            else:
+                value = getattr(msg, name)
+                if not isinstance(value, str):
+                    return f"{at}.{name}", bytes(value)
+    return None
