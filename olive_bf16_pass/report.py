@@ -123,6 +123,9 @@ class Report:
     def summary(self) -> str:
         """One screen for people: counts, sizes, the worst error, and why tensors stayed FP32."""
         lines = [f"converted {len(self.converted)} tensors to bfloat16, left {len(self.skipped)} as they were"]
+        if self.opset_upgrade:
+            lines.append(f"opset: upgraded from {self.opset_upgrade[0]} to {self.opset_upgrade[1]} (Cast from "
+                         "bfloat16 needs 13; --no-upgrade-opset refuses instead)")
         if self.file_bytes_after is not None:
             lines.append(
                 f"size: {human_size(self.file_bytes_before)} -> {human_size(self.file_bytes_after)} "

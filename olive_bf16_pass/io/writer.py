@@ -1,4 +1,4 @@
-"""Writing a model: the .onnx and its external data, streamed, under temporaries, renamed last.
+"""Writing a model: the .onnx (pieces from serializer.py) and its external data, under temporaries.
 
 The skeleton's tensors that are still on disk are streamed from their sources (converted on the
 way when the caller says so) into temporary files beside the destination; only when both are
@@ -22,9 +22,10 @@ from pathlib import Path
 import onnx
 
 from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.source import location_parts
+from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.streamer import Conversion, Output, Streamer
-from olive_bf16_pass.io.wire import RAW_DATA, len_field
 from olive_bf16_pass.traversal import attribute_tensors, iter_tensors, scopes
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def write_model(
         external_tensors = [t for t in iter_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
         streamer.total = sum(streamer.where(t, conversions.get(id(t)))[2] for t in external_tensors)
         if external is None:
-            pieces, size = _pieces(model, streamer, conversions)
+            pieces, size = serializer.pieces(model, streamer, conversions)
             if size >= PROTOBUF_LIMIT:
                 logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
                 external = ExternalDataSpec()
@@ -192,130 +193,6 @@ def _umask() -> int:
     return mask
 
 
-# --- the .onnx, streamed ---------------------------------------------------------------------
-
-# message type -> its fields that may hold tensors still on disk; the rest serialize as they are
-def _fields(kind, *names):
-    """(name, number, repeated) of fields, from onnx's own descriptors."""
-    found = []
-    for name in names:
-        descriptor = kind.DESCRIPTOR.fields_by_name[name]
-        repeated = getattr(descriptor, "is_repeated", None)
-        if repeated is None:  # protobuf before 5.x
-            repeated = descriptor.label == descriptor.LABEL_REPEATED
-        found.append((name, descriptor.number, repeated))
-    return tuple(found)
-
-
-_CONTAINERS = {
-    onnx.ModelProto: _fields(onnx.ModelProto, "graph", "functions"),
-    onnx.GraphProto: _fields(onnx.GraphProto, "node", "initializer"),
-    onnx.FunctionProto: _fields(onnx.FunctionProto, "node"),
-    onnx.NodeProto: _fields(onnx.NodeProto, "attribute"),
-    onnx.AttributeProto: _fields(onnx.AttributeProto, "t", "g", "tensors", "graphs"),
-}
-
-
-def _pieces(
-    model: onnx.ModelProto, streamer: Streamer, conversions: dict[int, Conversion], written: frozenset[int] = frozenset()
-) -> tuple[list, int]:
-    """The model serialized as bytes, with tensors to stream between them; and its total size.
-
-    Only the messages that hold a tensor still on disk are taken apart: a graph's nodes or
-    initializers, when none of them holds one, serialize in one protobuf call. Each tensor on
-    disk becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
-    differs from protobuf's own (parsers accept any order), the content does not.
-    """
-    return _Serializer(model, streamer, conversions, written).pieces()
-
-
-class _Serializer:
-    def __init__(self, model, streamer, conversions, written):
-        self.model, self.streamer, self.conversions = model, streamer, conversions
-        self.scopes = scopes(model)  # kept alive: the ids below are theirs
-        self.streamed = {
-            id(t): t for t in iter_tensors(model, self.scopes)
-            if t.data_location == onnx.TensorProto.EXTERNAL and id(t) not in written
-        }
-        self.hot: dict[int, object] = {}  # id -> message that holds a tensor to stream
-        self.hot_fields: dict[int, set[str]] = {}  # id(message) -> its fields to take apart
-        for scope in reversed(self.scopes):  # children first
-            body, fields = scope.body, set()
-            if any(id(t) in self.streamed for t in scope.initializers):
-                fields.add("initializer")
-            for node in body.node:
-                if self._node_is_hot(node):
-                    fields.add("node")
-            if fields:
-                self._mark(body, fields)
-        if id(model.graph) in self.hot:
-            self._mark(model, {"graph"} | ({"functions"} if any(id(f) in self.hot for f in model.functions) else set()))
-        elif any(id(f) in self.hot for f in model.functions):
-            self._mark(model, {"functions"})
-
-    def _mark(self, message, fields: set[str]) -> None:
-        self.hot[id(message)] = message
-        self.hot_fields[id(message)] = fields
-
-    def _node_is_hot(self, node: onnx.NodeProto) -> bool:
-        hot = False
-        for attr in node.attribute:
-            fields = set()
-            if attr.type == onnx.AttributeProto.TENSOR and id(attr.t) in self.streamed:
-                fields.add("t")
-            elif attr.type == onnx.AttributeProto.TENSORS and any(id(t) in self.streamed for t in attr.tensors):
-                fields.add("tensors")
-            elif attr.type == onnx.AttributeProto.GRAPH and id(attr.g) in self.hot:
-                fields.add("g")
-            elif attr.type == onnx.AttributeProto.GRAPHS and any(id(g) in self.hot for g in attr.graphs):
-                fields.add("graphs")
-            if fields:
-                self._mark(attr, fields)
-                hot = True
-        if hot:
-            self._mark(node, {"attribute"})
-        return hot
-
-    def pieces(self) -> tuple[list, int]:
-        out: list = []
-        return out, self._add(self.model, out)
-
-    def _add(self, message, out: list) -> int:
-        if type(message) is onnx.TensorProto and id(message) in self.streamed:
-            header = onnx.TensorProto()
-            header.CopyFrom(message)
-            _clear_external(header)
-            conversion = self.conversions.get(id(message))
-            nbytes = self.streamer.out_nbytes(message, conversion)
-            head = header.SerializeToString() + len_field(RAW_DATA, nbytes)
-            out.extend((head, (message, conversion, nbytes)))
-            return len(head) + nbytes
-        fields = self.hot_fields.get(id(message))
-        if not fields:
-            data = message.SerializeToString()
-            out.append(data)
-            return len(data)
-        rest = type(message)()
-        rest.CopyFrom(message)
-        for name in fields:
-            rest.ClearField(name)
-        data = rest.SerializeToString()
-        out.append(data)
-        total = len(data)
-        for name, number, repeated in _CONTAINERS[type(message)]:
-            if name not in fields:
-                continue
-            items = getattr(message, name) if repeated else [getattr(message, name)]
-            for item in items:
-                inner: list = []
-                size = self._add(item, inner)
-                prefix = len_field(number, size)
-                out.append(prefix)
-                out.extend(inner)
-                total += len(prefix) + size
-        return total
-
-
 def _write_pieces(pieces: list, dst: Path, streamer: Streamer, conversions, created: list[Path]) -> Path:
     out, tmp = _temp_beside(dst, "", created)
     with out:
@@ -342,11 +219,6 @@ def _write_pieces(pieces: list, dst: Path, streamer: Streamer, conversions, crea
             target.close()
         os.fsync(out.fileno())
     return tmp
-
-
-def _clear_external(tensor: onnx.TensorProto) -> None:
-    del tensor.external_data[:]
-    tensor.ClearField("data_location")
 
 
 # --- external data ---------------------------------------------------------------------------
@@ -394,7 +266,7 @@ def _write_with_external_data(
                     else:
                         target.pwrite(tensor.raw_data, offset)
                         tensor.ClearField("raw_data")
-                    _clear_external(tensor)
+                    clear_external(tensor)
                     tensor.data_location = onnx.TensorProto.EXTERNAL
                     for key, value in (("location", name), ("offset", offset), ("length", nbytes)):
                         tensor.external_data.add(key=key, value=str(value))
@@ -407,5 +279,5 @@ def _write_with_external_data(
         data_out.truncate(offset)  # the file ends where the last tensor does
         os.fsync(data_out.fileno())
     # what stays in the .onnx (small tensors, attribute tensors) streams there from its source
-    pieces, _ = _pieces(model, streamer, conversions, frozenset(written))
+    pieces, _ = serializer.pieces(model, streamer, conversions, frozenset(written))
     return [(data_tmp, dst.parent / name), (_write_pieces(pieces, dst, streamer, conversions, created), dst)]

@@ -1,0 +1,141 @@
+"""The .onnx as pieces: serialized bytes, with tensors still on disk to stream between them.
+
+A model whose weights stay on disk until written cannot go through ``SerializeToString``: each
+message that holds such a tensor is taken apart, field by field, down to the tensor, whose
+header and raw_data tag are written around the streamed bytes. Everything else serializes in one
+protobuf call per message.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from olive_bf16_pass.io.streamer import Conversion, Streamer
+from olive_bf16_pass.io.wire import RAW_DATA, len_field
+from olive_bf16_pass.traversal import iter_tensors, scopes
+
+# message type -> its fields that may hold tensors still on disk; the rest serialize as they are
+def _fields(kind, *names):
+    """(name, number, repeated) of fields, from onnx's own descriptors."""
+    found = []
+    for name in names:
+        descriptor = kind.DESCRIPTOR.fields_by_name[name]
+        repeated = getattr(descriptor, "is_repeated", None)
+        if repeated is None:  # protobuf before 5.x
+            repeated = descriptor.label == descriptor.LABEL_REPEATED
+        found.append((name, descriptor.number, repeated))
+    return tuple(found)
+
+
+_CONTAINERS = {
+    onnx.ModelProto: _fields(onnx.ModelProto, "graph", "functions"),
+    onnx.GraphProto: _fields(onnx.GraphProto, "node", "initializer"),
+    onnx.FunctionProto: _fields(onnx.FunctionProto, "node"),
+    onnx.NodeProto: _fields(onnx.NodeProto, "attribute"),
+    onnx.AttributeProto: _fields(onnx.AttributeProto, "t", "g", "tensors", "graphs"),
+}
+
+
+def pieces(
+    model: onnx.ModelProto, streamer: Streamer, conversions: dict[int, Conversion], written: frozenset[int] = frozenset()
+) -> tuple[list, int]:
+    """The model serialized as bytes, with tensors to stream between them; and its total size.
+
+    Only the messages that hold a tensor still on disk are taken apart: a graph's nodes or
+    initializers, when none of them holds one, serialize in one protobuf call. Each tensor on
+    disk becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
+    differs from protobuf's own (parsers accept any order), the content does not.
+    """
+    return _Serializer(model, streamer, conversions, written).pieces()
+
+
+class _Serializer:
+    def __init__(self, model, streamer, conversions, written):
+        self.model, self.streamer, self.conversions = model, streamer, conversions
+        self.scopes = scopes(model)  # kept alive: the ids below are theirs
+        self.streamed = {
+            id(t): t for t in iter_tensors(model, self.scopes)
+            if t.data_location == onnx.TensorProto.EXTERNAL and id(t) not in written
+        }
+        self.hot: dict[int, object] = {}  # id -> message that holds a tensor to stream
+        self.hot_fields: dict[int, set[str]] = {}  # id(message) -> its fields to take apart
+        for scope in reversed(self.scopes):  # children first
+            body, fields = scope.body, set()
+            if any(id(t) in self.streamed for t in scope.initializers):
+                fields.add("initializer")
+            for node in body.node:
+                if self._node_is_hot(node):
+                    fields.add("node")
+            if fields:
+                self._mark(body, fields)
+        if id(model.graph) in self.hot:
+            self._mark(model, {"graph"} | ({"functions"} if any(id(f) in self.hot for f in model.functions) else set()))
+        elif any(id(f) in self.hot for f in model.functions):
+            self._mark(model, {"functions"})
+
+    def _mark(self, message, fields: set[str]) -> None:
+        self.hot[id(message)] = message
+        self.hot_fields[id(message)] = fields
+
+    def _node_is_hot(self, node: onnx.NodeProto) -> bool:
+        hot = False
+        for attr in node.attribute:
+            fields = set()
+            if attr.type == onnx.AttributeProto.TENSOR and id(attr.t) in self.streamed:
+                fields.add("t")
+            elif attr.type == onnx.AttributeProto.TENSORS and any(id(t) in self.streamed for t in attr.tensors):
+                fields.add("tensors")
+            elif attr.type == onnx.AttributeProto.GRAPH and id(attr.g) in self.hot:
+                fields.add("g")
+            elif attr.type == onnx.AttributeProto.GRAPHS and any(id(g) in self.hot for g in attr.graphs):
+                fields.add("graphs")
+            if fields:
+                self._mark(attr, fields)
+                hot = True
+        if hot:
+            self._mark(node, {"attribute"})
+        return hot
+
+    def pieces(self) -> tuple[list, int]:
+        out: list = []
+        return out, self._add(self.model, out)
+
+    def _add(self, message, out: list) -> int:
+        if type(message) is onnx.TensorProto and id(message) in self.streamed:
+            header = onnx.TensorProto()
+            header.CopyFrom(message)
+            clear_external(header)
+            conversion = self.conversions.get(id(message))
+            nbytes = self.streamer.out_nbytes(message, conversion)
+            head = header.SerializeToString() + len_field(RAW_DATA, nbytes)
+            out.extend((head, (message, conversion, nbytes)))
+            return len(head) + nbytes
+        fields = self.hot_fields.get(id(message))
+        if not fields:
+            data = message.SerializeToString()
+            out.append(data)
+            return len(data)
+        rest = type(message)()
+        rest.CopyFrom(message)
+        for name in fields:
+            rest.ClearField(name)
+        data = rest.SerializeToString()
+        out.append(data)
+        total = len(data)
+        for name, number, repeated in _CONTAINERS[type(message)]:
+            if name not in fields:
+                continue
+            items = getattr(message, name) if repeated else [getattr(message, name)]
+            for item in items:
+                inner: list = []
+                size = self._add(item, inner)
+                prefix = len_field(number, size)
+                out.append(prefix)
+                out.extend(inner)
+                total += len(prefix) + size
+        return total
+
+
+def clear_external(tensor: onnx.TensorProto) -> None:
+    del tensor.external_data[:]
+    tensor.ClearField("data_location")
