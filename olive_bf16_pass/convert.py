@@ -73,7 +73,7 @@ def convert_file(
     if not in_place:
         _refuse_overwriting_input(source, dst, external_data_name if save_as_external_data else None)
     source.model, upgraded = upgrade_opset(source.model, options)
-    report, converted = _edit(source.model, options)
+    report, converted = _edit(source.model, options, source.scopes if upgraded is None else None)
     report.opset_upgrade = upgraded
     spec = (
         ExternalDataSpec(external_data_name, size_threshold, convert_attribute) if save_as_external_data else None
@@ -90,6 +90,7 @@ def convert_file(
         check=lambda tmp: setattr(  # the input's own checker fault, when it is kept
             report, "input_fails_checker", _check(checking.read_written(tmp), lambda: read_model(src).model)
         ),
+        all_scopes=source.scopes if upgraded is None else None,
     )
     _finish(report, converted)
     report.source = str(src)
@@ -148,8 +149,10 @@ def _same_file(src: Path, dst: Path) -> bool:
         return False
 
 
-def _edit(model: onnx.ModelProto, options: ConversionOptions) -> tuple[Report, list[graph.Converted]]:
-    all_scopes = traversal.scopes(model)
+def _edit(
+    model: onnx.ModelProto, options: ConversionOptions, all_scopes: list[traversal.Scope] | None = None
+) -> tuple[Report, list[graph.Converted]]:
+    all_scopes = all_scopes or traversal.scopes(model)
     sparse = [t.values.name or "?" for scope in all_scopes if not scope.is_function
               for t in scope.body.sparse_initializer]
     if sparse:

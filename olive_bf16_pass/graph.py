@@ -5,9 +5,10 @@ again in the scope that defines it, so consumers, graph outputs and value_info k
 and FP32 types and the model runs on any runtime. A table read only through ``Gather`` (and
 ``Transpose``, as tied LM heads read it) is widened after each of those readers instead, in the
 reader's own scope, so a runtime keeps the table in BF16 and widens only what it reads. A table
-that a MatMul or Gemm reads directly gets one shared Cast: one FP32 copy at run time, not two. Edits are made on the definitions and uses that
-traversal.py bound by scope, never looked up by name, and nodes are inserted in place (no list
-is rebuilt), so every node and tensor keeps its identity for the writer.
+that a MatMul or Gemm reads directly gets one shared Cast: one FP32 copy at run time, not two.
+Edits are made on the definitions and uses that traversal.py bound by scope, never looked up
+by name, and nodes are inserted in place (no list is rebuilt), so every node and tensor keeps
+its identity for the writer.
 """
 
 from __future__ import annotations
@@ -143,7 +144,10 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
             graph_inputs[definition.name].type.tensor_type.elem_type = onnx.TensorProto.BFLOAT16
         uses = definition.uses
         after_readers = (
-            options.cast_after_gather and uses and all(moves_data(u) for u in uses) and any(map(reads_gather_table, uses))
+            options.cast_after_gather
+            and uses
+            and all(moves_data(u) for u in uses)
+            and any(map(reads_gather_table, uses))
         )
         if after_readers:
             for use in uses:

@@ -66,23 +66,33 @@ def _tensor_text(tensor: onnx.TensorProto) -> bool:
 
 
 def tensors_with_labels(all_scopes: list[Scope]) -> Iterator[tuple[onnx.TensorProto, Callable[[], str]]]:
-    """Every tensor that can hold data, with a function giving words that find it (made only when needed)."""
+    """Every tensor that can hold data, with a function giving words that find it (called only on error)."""
     for scope in all_scopes:
         for tensor in scope.initializers:
-            yield tensor, lambda tensor=tensor, scope=scope: f"initializer {tensor.name!r} ({scope.label})"
+            yield tensor, _Label(scope, tensor)
         for index, node in enumerate(scope.body.node):
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.TENSOR:
-                    tensors = [attr.t]
+                    yield attr.t, _Label(scope, attr.t, node, attr, index)
                 elif attr.type == onnx.AttributeProto.TENSORS:
-                    tensors = attr.tensors
-                else:
-                    continue
-                for tensor in tensors:
-                    yield tensor, lambda node=node, attr=attr, index=index, scope=scope: (
-                        f"attribute {attr.name!r} of {node.op_type} node "
-                        f"{node.name or (node.output[0] if node.output else f'#{index}')!r} ({scope.label})"
-                    )
+                    for tensor in attr.tensors:
+                        yield tensor, _Label(scope, tensor, node, attr, index)
+
+
+class _Label:
+    """Words that find a tensor, made only when a message needs them."""
+
+    __slots__ = ("scope", "tensor", "node", "attr", "index")
+
+    def __init__(self, scope, tensor, node=None, attr=None, index=0):
+        self.scope, self.tensor, self.node, self.attr, self.index = scope, tensor, node, attr, index
+
+    def __call__(self) -> str:
+        if self.node is None:
+            return f"initializer {self.tensor.name!r} ({self.scope.label})"
+        node = self.node
+        name = node.name or (node.output[0] if node.output else f"#{self.index}")
+        return f"attribute {self.attr.name!r} of {node.op_type} node {name!r} ({self.scope.label})"
 
 
 _COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)

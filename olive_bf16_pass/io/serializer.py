@@ -37,7 +37,11 @@ _CONTAINERS = {
 
 
 def pieces(
-    model: onnx.ModelProto, streamer: Streamer, conversions: dict[int, Conversion], written: frozenset[int] = frozenset()
+    model: onnx.ModelProto,
+    streamer: Streamer,
+    conversions: dict[int, Conversion],
+    written: frozenset[int] = frozenset(),
+    all_scopes: list | None = None,
 ) -> tuple[list, int]:
     """The model serialized as bytes, with tensors to stream between them; and its total size.
 
@@ -46,13 +50,13 @@ def pieces(
     disk becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
     differs from protobuf's own (parsers accept any order), the content does not.
     """
-    return _Serializer(model, streamer, conversions, written).pieces()
+    return _Serializer(model, streamer, conversions, written, all_scopes).pieces()
 
 
 class _Serializer:
-    def __init__(self, model, streamer, conversions, written):
+    def __init__(self, model, streamer, conversions, written, all_scopes):
         self.model, self.streamer, self.conversions = model, streamer, conversions
-        self.scopes = scopes(model)  # kept alive: the ids below are theirs
+        self.scopes = all_scopes or scopes(model)  # kept alive: the ids below are theirs
         self.streamed = {
             id(t): t for t in iter_tensors(model, self.scopes)
             if t.data_location == onnx.TensorProto.EXTERNAL and id(t) not in written

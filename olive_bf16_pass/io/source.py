@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
 from olive_bf16_pass.io.wire import SkeletonScanner, Truncated
-from olive_bf16_pass.traversal import expected_nbytes, scopes
+from olive_bf16_pass.traversal import Scope, expected_nbytes, scopes
 
 INLINE_LIMIT = 1024  # raw_data of at least this many bytes stays on disk in the skeleton
 _SEPARATORS = re.compile(r"[\\/]")
@@ -57,6 +57,7 @@ class SourceModel:
     base_dir: Path  # the folder external data is relative to: the given path's folder
     spans: frozenset[tuple[int, int]] = frozenset()  # (offset, length) lifted from the model file
     files: frozenset[Path] = field(default_factory=frozenset)  # every file read, resolved
+    scopes: list[Scope] | None = None  # the skeleton's scopes, found once
 
     @property
     def file_bytes(self) -> int:
@@ -119,7 +120,7 @@ def read_model(path: str | os.PathLike) -> SourceModel:
     all_scopes = scopes(model)
     validation.check_names(model, all_scopes, f"{path}: ")  # before any name is used: locations are names too
     validation.check_inline_data(all_scopes, f"{path}: ")
-    source = SourceModel(model, path, resolved, path.parent, frozenset(scanner.spans))
+    source = SourceModel(model, path, resolved, path.parent, frozenset(scanner.spans), scopes=all_scopes)
     files = {resolved}
     for tensor, describe in validation.tensors_with_labels(all_scopes):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:

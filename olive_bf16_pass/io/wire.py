@@ -120,22 +120,54 @@ class SkeletonScanner:
         return b"".join(parts) if parts is not None else bytes(self.buf)
 
     def _message(self, kind: str, start: int, end: int) -> list[bytes] | None:
-        """The message's bytes with lifts, as parts; None when nothing in it was lifted."""
+        """The message's bytes with lifts, as parts; None when nothing in it was lifted.
+
+        The hot loop of reading a model with many small nodes and tensors: one-byte keys and
+        lengths are read inline, and untouched runs of fields are copied as one slice.
+        """
         if kind == "tensor":
             return self._tensor(start, end)
-        containers = _CONTAINERS[kind]
+        buf, containers, limit = self.buf, _CONTAINERS[kind], self.limit
         parts: list[bytes] = []
-        changed = False
-        for field, wire, fstart, vstart, vend in fields(self.buf, start, end):
-            sub = containers.get(field) if wire == _LEN else None
-            inner = self._message(sub, vstart, vend) if sub and vend - vstart >= self.limit else None
-            if inner is None:
-                parts.append(self.buf[fstart:vend])
+        copied = pos = start  # bytes before ``copied`` are in ``parts``
+        while pos < end:
+            field_start = pos
+            key = buf[pos]
+            pos += 1
+            if key >= 0x80:
+                key, pos = read_varint(buf, field_start, end)
+            field, wire = key >> 3, key & 7
+            if wire == _LEN:
+                if pos >= end:
+                    raise Truncated
+                length = buf[pos]
+                pos += 1
+                if length >= 0x80:
+                    length, pos = read_varint(buf, pos - 1, end)
+                value_start, pos = pos, pos + length
+            elif wire == 0:
+                _, pos = read_varint(buf, pos, end)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
             else:
+                raise Truncated
+            if pos > end or field == 0:
+                raise Truncated
+            sub = containers.get(field) if wire == _LEN else None
+            if sub is None or pos - value_start < limit:
+                continue
+            inner = self._message(sub, value_start, pos)
+            if inner is not None:
                 body = b"".join(inner)
+                parts.append(buf[copied:field_start])
                 parts.append(len_field(field, len(body)) + body)
-                changed = True
-        return parts if changed else None
+                copied = pos
+        if copied == start:
+            return None
+        parts.append(buf[copied:end])
+        return parts
 
     def _tensor(self, start: int, end: int) -> list[bytes] | None:
         kept: list[bytes] = []

@@ -26,7 +26,7 @@ from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.source import location_parts
 from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.streamer import Conversion, Output, Streamer
-from olive_bf16_pass.traversal import attribute_tensors, iter_tensors, scopes
+from olive_bf16_pass.traversal import Scope, attribute_tensors, iter_tensors, scopes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def write_model(
     conversions: dict[int, Conversion],
     external: ExternalDataSpec | None,
     check: Callable[[Path], None] | None = None,
+    all_scopes: list[Scope] | None = None,
 ) -> list[Path]:
     """Write ``model`` to ``dst`` atomically; return the files written.
 
@@ -78,17 +79,18 @@ def write_model(
     temps: list[tuple[Path, Path]] = []  # (temporary, final)
     created: list[Path] = []  # every temporary, registered as soon as it exists
     try:
-        external_tensors = [t for t in iter_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+        all_scopes = all_scopes or scopes(model)  # found once, used by every step below
+        external_tensors = [t for t in iter_tensors(model, all_scopes) if t.data_location == onnx.TensorProto.EXTERNAL]
         streamer.total = sum(streamer.where(t, conversions.get(id(t)))[2] for t in external_tensors)
         if external is None:
-            pieces, size = serializer.pieces(model, streamer, conversions)
+            pieces, size = serializer.pieces(model, streamer, conversions, all_scopes=all_scopes)
             if size >= PROTOBUF_LIMIT:
                 logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
                 external = ExternalDataSpec()
             else:
                 temps.append((_write_pieces(pieces, dst, streamer, conversions, created), dst))
         if external is not None:
-            temps.extend(_write_with_external_data(model, dst, external, streamer, conversions, created))
+            temps.extend(_write_with_external_data(model, dst, external, streamer, conversions, created, all_scopes))
         streamer.close()  # an in-place write replaces the very file it read from
         if check is not None:
             check(next(tmp for tmp, final in temps if final == dst))
@@ -231,6 +233,7 @@ def _write_with_external_data(
     streamer: Streamer,
     conversions: dict[int, Conversion],
     created: list[Path],
+    all_scopes: list[Scope],
 ) -> list[tuple[Path, Path]]:
     name = spec.name or f"{dst.name}.data"
     if location_parts(name) != [name]:
@@ -247,7 +250,7 @@ def _write_with_external_data(
     with data_out:
         target = Output(data_tmp)
         try:
-            for scope in scopes(model):
+            for scope in all_scopes:
                 outside = list(scope.initializers)
                 if spec.convert_attribute:
                     outside += attribute_tensors(scope.body)
@@ -279,5 +282,5 @@ def _write_with_external_data(
         data_out.truncate(offset)  # the file ends where the last tensor does
         os.fsync(data_out.fileno())
     # what stays in the .onnx (small tensors, attribute tensors) streams there from its source
-    pieces, _ = serializer.pieces(model, streamer, conversions, frozenset(written))
+    pieces, _ = serializer.pieces(model, streamer, conversions, frozenset(written), all_scopes)
     return [(data_tmp, dst.parent / name), (_write_pieces(pieces, dst, streamer, conversions, created), dst)]

@@ -98,3 +98,26 @@ def test_a_data_file_that_is_a_folder_is_refused(tmp_path):
     with pytest.raises(ConversionError, match="out.onnx.data: exists and is not a regular file"):
         convert_file(src, tmp_path / "out.onnx", save_as_external_data=True)
     assert not (tmp_path / "out.onnx").exists() and writer.temporaries_of(tmp_path / "out.onnx") == []
+
+
+@pytest.mark.parametrize("convert_attribute", [False, True])
+def test_convert_attribute_puts_constant_values_in_the_data_file(tmp_path, convert_attribute):
+    """Olive's convert_attribute: large Constant values go to the external data file too, or stay in the .onnx."""
+    from helpers import if_subgraph_model, rand
+
+    src = save(if_subgraph_model(256), tmp_path / "m.onnx")  # its else branch holds a 256x256 Constant
+    dst = tmp_path / "out" / "m.onnx"
+    dst.parent.mkdir()
+    convert_file(src, dst, ConversionOptions(min_elements=16), save_as_external_data=True,
+                 convert_attribute=convert_attribute)
+    model = onnx.load(dst, load_external_data=False)
+    from olive_bf16_pass.traversal import constant_value, scopes
+
+    values = [constant_value(n) for scope in scopes(model) for n in scope.body.node if constant_value(n) is not None]
+    (value,) = [t for t in values if list(t.dims) == [256, 256]]
+    assert (value.data_location == onnx.TensorProto.EXTERNAL) is convert_attribute
+    onnx.checker.check_model(str(dst), full_check=True)
+    x = rand((1, 256), 2)
+    for sign in (1, -1):  # both branches
+        got, ref = run(dst, {"x": sign * np.abs(x)})[0], run(src, {"x": sign * np.abs(x)})[0]
+        assert np.allclose(got, ref, atol=0.05 * max(1.0, float(np.abs(ref).max())))
