@@ -4,7 +4,7 @@ Every output offset is known before anything is written, so each chunk is an ind
 positional read, conversion, positional write. Two workers run them, keeping both cores busy
 (file I/O and numpy loops release the GIL); chunk buffers come from a small ring, and a slot is
 reused only once its task is done. Positional I/O uses one file handle per thread, so it runs
-the same on Windows, which has no ``os.pread``/``os.pwrite``.
+the same on Windows, which has no positional pread/pwrite calls.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Handles:
     """Positional I/O that runs everywhere: one unbuffered file object per (thread, file).
 
     ``seek`` + ``readinto``/``write`` on a handle no other thread uses is as positional as
-    ``os.pread``/``os.pwrite``, which Windows lacks, and measured as fast on 16 MB chunks.
+    POSIX pread/pwrite, which Windows lacks, and measured as fast on 16 MB chunks.
     """
 
     def __init__(self, mode: str):
