@@ -90,7 +90,11 @@ class OnnxFloatToBFloat16(Pass):
         attributes = {
             **(model.model_attributes or {}),
             SOURCE_MODEL_ATTRIBUTE: str(source.resolve()),
-            "bf16_conversion": {"converted": len(report.converted), "size_ratio": round(report.ratio, 4)},
+            "bf16_conversion": {
+                "converted": len(report.converted),
+                "size_ratio": round(report.ratio, 4),
+                "opset_upgrade": report.opset_upgrade,  # [from, to] when the input was below opset 13
+            },
         }
         return ONNXModelHandler(
             model_path=str(output.parent) if in_folder else str(output),

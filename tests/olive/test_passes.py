@@ -167,3 +167,28 @@ def test_convert_attribute_reaches_the_converter(tmp_path, monkeypatch, wanted):
     _, out = _run_pass(tmp_path, {"save_as_external_data": True, "convert_attribute": wanted})
     assert calls[0]["convert_attribute"] is wanted and calls[0]["save_as_external_data"] is True
     assert out.model_attributes["bf16_conversion"]["converted"] == 3
+
+
+@pytest.mark.parametrize("upgrade", [True, False])
+def test_the_pass_upgrades_old_opsets_or_refuses_when_asked(tmp_path, upgrade):
+    from onnx import TensorProto, helper
+
+    from helpers import make_model, rand, tensor
+
+    old = make_model(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [tensor("W", rand((64, 64)))],
+        opset=12,
+    )
+    src = save(old, tmp_path / "old.onnx")
+    p = create_pass_from_dict(
+        OnnxFloatToBFloat16, {"min_elements": 16, "upgrade_opset": upgrade}, disable_search=True
+    )
+    if upgrade:
+        out = p.run(ONNXModelHandler(model_path=str(src)), str(tmp_path / "out"))
+        assert out.model_attributes["bf16_conversion"]["opset_upgrade"] == [12, 13]
+    else:
+        with pytest.raises(ValueError, match="opset 12.*upgrade_opset"):
+            p.run(ONNXModelHandler(model_path=str(src)), str(tmp_path / "out"))
