@@ -17,6 +17,7 @@ import onnx
 from olive_bf16_pass.io.source import INLINE_LIMIT
 from olive_bf16_pass.io.wire import SkeletonScanner
 from olive_bf16_pass.traversal import constant_value, expected_nbytes, scopes
+from olive_bf16_pass.validation import TYPED_FIELDS
 
 
 def read_written(path: Path) -> onnx.ModelProto:
@@ -31,13 +32,8 @@ def read_written(path: Path) -> onnx.ModelProto:
 def _elsewhere(tensor: onnx.TensorProto) -> bool:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return True
-    return not tensor.raw_data and _has_no_typed_data(tensor) and bool(expected_nbytes(tensor))
-
-
-def _has_no_typed_data(tensor: onnx.TensorProto) -> bool:
-    return not (
-        tensor.float_data or tensor.int32_data or tensor.int64_data or tensor.double_data or tensor.uint64_data
-    )
+    typed = any(len(getattr(tensor, name)) for name in TYPED_FIELDS)
+    return not tensor.raw_data and not typed and bool(expected_nbytes(tensor))
 
 
 def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -60,19 +56,16 @@ def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
         for index in reversed(range(len(nodes))):
             value = constant_value(nodes[index])
             if value is not None and _elsewhere(value) and nodes[index].output:
-                stand_in = _shaped_like(value, nodes[index].output[0])
-                del nodes[index]
-                for offset, node in enumerate(stand_in):
-                    nodes.insert(index + offset, node)
+                nodes[index].CopyFrom(_shaped_like(value, nodes[index].output[0]))
     return copy
 
 
-def _shaped_like(value: onnx.TensorProto, output: str) -> list[onnx.NodeProto]:
+def _shaped_like(value: onnx.TensorProto, output: str) -> onnx.NodeProto:
     """A Constant of the same type and shape as ``value`` that holds no data: an empty sparse tensor."""
     values = onnx.TensorProto(name=f"{output}__values", data_type=value.data_type, dims=[0])
     indices = onnx.TensorProto(name=f"{output}__indices", data_type=onnx.TensorProto.INT64, dims=[0])
     sparse = onnx.helper.make_sparse_tensor(values, indices, list(value.dims))
-    return [onnx.helper.make_node("Constant", [], [output], sparse_value=sparse)]
+    return onnx.helper.make_node("Constant", [], [output], sparse_value=sparse)
 
 
 def check(model: onnx.ModelProto) -> None:

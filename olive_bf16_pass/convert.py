@@ -37,7 +37,7 @@ def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = No
     validation.check_names(work, all_scopes)
     validation.check_inline_data(all_scopes)
     work, upgraded = upgrade_opset(work, options)
-    report, converted = _edit(work, options)
+    report, converted = _edit(work, options, all_scopes if upgraded is None else None)
     report.opset_upgrade = upgraded
     report.input_fails_checker = _check(work, lambda: model)
     _finish(report, converted)

@@ -27,7 +27,6 @@ class Scope:
     body: onnx.GraphProto | onnx.FunctionProto
     parent: Scope | None
     label: str  # "graph", "graph/If[2].then_branch", "function local.f", "function local.f/Loop[0].body"
-    children: list[Scope] = field(default_factory=list)
 
     @property
     def is_function(self) -> bool:
@@ -75,8 +74,6 @@ def scopes(model: onnx.ModelProto) -> list[Scope]:
 
     def visit(body, parent, label):
         scope = Scope(body, parent, label)
-        if parent is not None:
-            parent.children.append(scope)
         found.append(scope)
         for index, node in enumerate(body.node):
             for attr in node.attribute:

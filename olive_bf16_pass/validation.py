@@ -96,7 +96,7 @@ class _Label:
 
 
 _COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
-_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
 
 
 def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
@@ -107,7 +107,7 @@ def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
         return None
     if tensor.HasField("raw_data"):
         return size_problem(tensor, "raw_data", len(tensor.raw_data))
-    held = [(name, len(getattr(tensor, name))) for name in _TYPED_FIELDS if len(getattr(tensor, name))]
+    held = [(name, len(getattr(tensor, name))) for name in TYPED_FIELDS if len(getattr(tensor, name))]
     if len(held) == 1:
         name, count = held[0]
         allowed = {elements(tensor) * (2 if tensor.data_type in _COMPLEX else 1)}
