@@ -13,18 +13,19 @@ its identity for the writer.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits
+from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_many
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use
 
 MIN_OPSET = 13  # Cast from bfloat16 exists from opset 13 on
-_TOP = -1  # insertion slot before a body's first node
+_ONE_BY_ONE = 1 << 16  # tensors with this many elements are rounded alone; smaller ones together,
+_BATCH = 4096  # this many at a time (at most 256 MB of float32)
+_TO_FLOAT = onnx.helper.make_attribute("to", onnx.TensorProto.FLOAT)
 
 
 @dataclass(eq=False)
@@ -70,19 +71,26 @@ def main_opset(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def to_bfloat16(tensor: onnx.TensorProto, options: ConversionOptions, stats: RoundingStats) -> bool:
-    """Retype an FP32 tensor as BF16, rounding the data it holds; True when its data is on disk."""
-    on_disk = tensor.data_location == onnx.TensorProto.EXTERNAL
-    if not on_disk:
+def to_bfloat16(tensors: list[tuple[onnx.TensorProto, RoundingStats]], options: ConversionOptions) -> None:
+    """Retype inline FP32 tensors as BF16, rounding their data; small ones are rounded together."""
+    small: list[tuple[onnx.TensorProto, RoundingStats, np.ndarray]] = []
+    for tensor, stats in tensors:
         if tensor.raw_data:
             values = np.frombuffer(tensor.raw_data, dtype="<f4")
         else:
             values = np.asarray(tensor.float_data, dtype=np.float32)
             tensor.ClearField("float_data")
-        bits = float32_to_bfloat16_bits(values, options.rounding, options.saturate, stats=stats)
-        tensor.raw_data = bits.tobytes()
-    tensor.data_type = onnx.TensorProto.BFLOAT16
-    return on_disk
+        if values.size >= _ONE_BY_ONE:
+            tensor.raw_data = float32_to_bfloat16_bits(values, options.rounding, options.saturate, stats=stats).tobytes()
+        else:
+            small.append((tensor, stats, values))
+        tensor.data_type = onnx.TensorProto.BFLOAT16
+    for start in range(0, len(small), _BATCH):
+        batch = small[start:start + _BATCH]
+        bits, figures = round_many([values for _, _, values in batch], options.rounding, options.saturate)
+        for (tensor, stats, _), rounded, measured in zip(batch, bits, figures):
+            tensor.raw_data = rounded.tobytes()
+            stats.merge(measured)
 
 
 def reads_gather_table(use: Use) -> bool:
@@ -97,29 +105,34 @@ def moves_data(use: Use) -> bool:
     return node.op_type in ("Gather", "Transpose") and node.domain in DEFAULT_DOMAINS and use.input_index == 0
 
 
-def _cast(names: _Names, src: str, dst: str) -> onnx.NodeProto:
-    return onnx.helper.make_node("Cast", [src], [dst], name=names.new(f"{dst}_to_float"), to=onnx.TensorProto.FLOAT)
+class _Casts:
+    """Cast nodes to add after given nodes of each scope (or first, after none).
 
+    They are added in one go and the node list is sorted into place: inserting one at a time
+    would cost a copy of the list each, and sorting moves the messages without copying them,
+    so every node and tensor keeps its identity for the writer.
+    """
 
-class _Inserts:
-    """Nodes to insert after given nodes of each scope, applied at the end without copying."""
+    def __init__(self, names: _Names):
+        self.names = names
+        self._by_scope: dict[int, tuple[Scope, list[tuple[onnx.NodeProto | None, str, str]]]] = {}
 
-    def __init__(self):
-        self._by_scope: dict[int, tuple[Scope, dict[int, list[onnx.NodeProto]]]] = {}
-        self._index: dict[int, dict[int, int]] = {}
+    def after(self, scope: Scope, node: onnx.NodeProto | None, src: str, dst: str) -> None:
+        self._by_scope.setdefault(id(scope), (scope, []))[1].append((node, src, dst))
 
-    def after(self, scope: Scope, node: onnx.NodeProto | None, new: onnx.NodeProto) -> None:
-        if id(scope) not in self._index:
-            self._index[id(scope)] = {id(n): i for i, n in enumerate(scope.body.node)}
-        slot = _TOP if node is None else self._index[id(scope)][id(node)]
-        self._by_scope.setdefault(id(scope), (scope, defaultdict(list)))[1][slot].append(new)
-
-    def apply(self) -> None:
-        for scope, slots in self._by_scope.values():
+    def add(self) -> None:
+        for scope, casts in self._by_scope.values():
             nodes = scope.body.node
-            for slot in sorted(slots, reverse=True):  # later slots first: earlier indices stay valid
-                for offset, node in enumerate(slots[slot]):
-                    nodes.insert(slot + 1 + offset, node)
+            present = list(nodes)  # alive while sorting: the keys are their ids
+            step = len(casts) + 1
+            place = {id(node): (index + 1) * step for index, node in enumerate(present)}
+            added = []  # alive too: a freed wrapper would come back with another id
+            for order, (after, src, dst) in enumerate(casts, start=1):
+                cast = nodes.add(op_type="Cast", input=[src], output=[dst], name=self.names.new(f"{dst}_to_float"))
+                cast.attribute.append(_TO_FLOAT)
+                place[id(cast)] = (0 if after is None else place[id(after)]) + order
+                added.append(cast)
+            nodes.sort(key=lambda node: place[id(node)])
 
 
 def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definition],
@@ -128,15 +141,22 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
     if not chosen:
         return []
     names = _Names(all_scopes)
-    inserts = _Inserts()
+    casts = _Casts(names)
     graph_inputs = {v.name: v for v in model.graph.input}
     main = all_scopes[0]
     done: list[Converted] = []
+    inline: list[tuple[onnx.TensorProto, RoundingStats]] = []
+    gone: dict[int, tuple[Scope, set[str]]] = {}  # value_info names no longer produced, by scope
     for definition in chosen:
         stored = names.new(f"{definition.name}_bf16")
         stats = RoundingStats()
-        on_disk = to_bfloat16(definition.tensor, options, stats)
-        definition.tensor.name = stored
+        tensor = definition.tensor
+        on_disk = tensor.data_location == onnx.TensorProto.EXTERNAL
+        if on_disk:
+            tensor.data_type = onnx.TensorProto.BFLOAT16
+        else:
+            inline.append((tensor, stats))
+        tensor.name = stored
         if definition.node is not None:  # a Constant: its output becomes the BF16 value
             definition.node.output[0] = stored
         elif definition.scope is main and definition.name in graph_inputs:
@@ -154,24 +174,25 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
                 out = use.node.output[0]
                 narrow = names.new(f"{out}_bf16")
                 use.node.input[0], use.node.output[0] = stored, narrow
-                inserts.after(use.scope, use.node, _cast(names, narrow, out))
-            _forget_value_info(definition)
+                casts.after(use.scope, use.node, narrow, out)
+            for scope in (definition.scope, *(u.scope for u in uses)):
+                gone.setdefault(id(scope), (scope, set()))[1].add(definition.name)
         else:  # a table a MatMul or Gemm reads too (tied): one FP32 copy at run time, never BF16 and FP32
-            inserts.after(definition.scope, definition.node, _cast(names, stored, definition.name))
+            casts.after(definition.scope, definition.node, stored, definition.name)
         how = "cast" if not after_readers else "after_gather" if all(map(reads_gather_table, uses)) else "after_readers"
         done.append(Converted(definition, stored, how, stats, on_disk))
-    inserts.apply()
+    to_bfloat16(inline, options)
+    casts.add()
+    for scope, forgotten in gone.values():
+        _forget_value_info(scope, forgotten)
     return done
 
 
-def _forget_value_info(definition: Definition) -> None:
-    """The name is no longer produced: drop value_info entries for it where it was visible."""
-    seen = {id(definition.scope): definition.scope}
-    seen.update((id(u.scope), u.scope) for u in definition.uses)
-    for scope in seen.values():
-        if scope.is_function:
-            continue
-        entries = scope.body.value_info
-        for index in reversed(range(len(entries))):
-            if entries[index].name == definition.name:
-                del entries[index]
+def _forget_value_info(scope: Scope, forgotten: set[str]) -> None:
+    """Names no longer produced (where they were visible): their value_info entries go."""
+    if scope.is_function:
+        return
+    entries = scope.body.value_info
+    for index in reversed(range(len(entries))):
+        if entries[index].name in forgotten:
+            del entries[index]

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+_TENSOR, _TENSORS = onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS
+_GRAPH, _GRAPHS = onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS
 
 
 @dataclass(eq=False)
@@ -27,6 +29,9 @@ class Scope:
     body: onnx.GraphProto | onnx.FunctionProto
     parent: Scope | None
     label: str  # "graph", "graph/If[2].then_branch", "function local.f", "function local.f/Loop[0].body"
+    # tensors in its nodes' attributes (Constant values and the like), found by the walk that found
+    # the scope; the edits add Casts, never tensors, so the list stays whole
+    attribute_tensors: list[onnx.TensorProto] = field(default_factory=list)
 
     @property
     def is_function(self) -> bool:
@@ -75,14 +80,19 @@ def scopes(model: onnx.ModelProto) -> list[Scope]:
     def visit(body, parent, label):
         scope = Scope(body, parent, label)
         found.append(scope)
+        held = scope.attribute_tensors
         for index, node in enumerate(body.node):
             for attr in node.attribute:
-                where = f"{label}/{node.op_type}[{index}].{attr.name}"
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g, scope, where)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
+                kind = attr.type
+                if kind == _TENSOR:
+                    held.append(attr.t)
+                elif kind == _TENSORS:
+                    held.extend(attr.tensors)
+                elif kind == _GRAPH:
+                    visit(attr.g, scope, f"{label}/{node.op_type}[{index}].{attr.name}")
+                elif kind == _GRAPHS:
                     for i, sub in enumerate(attr.graphs):
-                        visit(sub, scope, f"{where}[{i}]")
+                        visit(sub, scope, f"{label}/{node.op_type}[{index}].{attr.name}[{i}]")
 
     visit(model.graph, None, "graph")
     for function in model.functions:
@@ -119,20 +129,21 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
             found.append(definition)
             data[tensor.name] = definition
         names.update(data)
+        bound, seen = data.get, names.update
         for node in body.node:
+            outputs = node.output
             for index, name in enumerate(node.input):
-                if not name:
-                    continue
-                if name in names:
-                    definition = data.get(name)
-                else:
+                definition = bound(name)
+                if definition is None:
+                    if not name or name in names:
+                        continue  # no input, or a value of this scope that holds no data
                     owner = next((s for s in scope.ancestors() if name in names_in[id(s)]), None)
                     definition = None if owner is None else data_in[id(owner)].get(name)
-                if definition is not None:
-                    definition.uses.append(Use(scope, node, index))
-            outputs = node.output
-            names.update(outputs)
-            if node.op_type == "Constant" and outputs and outputs[0]:
+                    if definition is None:
+                        continue
+                definition.uses.append(Use(scope, node, index))
+            seen(outputs)
+            if outputs and node.op_type == "Constant" and outputs[0]:
                 value = constant_value(node)
                 if value is not None:
                     definition = Definition(outputs[0], value, scope, node)
@@ -145,17 +156,7 @@ def iter_tensors(model: onnx.ModelProto, all_scopes: list[Scope] | None = None) 
     """Every tensor that can hold data: initializers and node attribute tensors, in every scope."""
     for scope in all_scopes if all_scopes is not None else scopes(model):
         yield from scope.initializers
-        yield from attribute_tensors(scope.body)
-
-
-def attribute_tensors(body) -> Iterator[onnx.TensorProto]:
-    """Tensors held in the attributes of a body's own nodes (Constant values and the like)."""
-    for node in body.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-            elif attr.type == onnx.AttributeProto.TENSORS:
-                yield from attr.tensors
+        yield from scope.attribute_tensors
 
 
 def elements(tensor: onnx.TensorProto) -> int:

@@ -5,13 +5,11 @@ types this onnx knows. Graph-only (no file system): the reader checks files with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 
 from olive_bf16_pass.errors import ConversionError
-from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes
+from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors
 
 _NOT_UTF8 = (
     "a name in the model is not valid UTF-8 ({where}{value!r}); the file is corrupt or not ONNX. "
@@ -39,60 +37,45 @@ def check_names(model: onnx.ModelProto, all_scopes: list[Scope], prefix: str = "
 
 
 def _names_are_text(all_scopes: list[Scope]) -> bool:
+    """``str.join`` refuses ``bytes``: one join per scope checks every name the converter reads."""
     for scope in all_scopes:
         body = scope.body
-        values = body.input if scope.is_function else [v.name for v in (*body.input, *body.output, *body.value_info)]
-        if not all(type(v) is str for v in values) or type(body.name) is not str:
-            return False
-        if not all(type(t.name) is str for t in scope.initializers):
-            return False
+        texts = [body.name]
+        if scope.is_function:
+            texts += body.input
+            texts += body.output
+        else:
+            texts += [v.name for v in (*body.input, *body.output, *body.value_info)]
         for node in body.node:
-            if not (type(node.name) is str and type(node.op_type) is str and type(node.domain) is str):
-                return False
-            if not all(type(v) is str for v in node.input) or not all(type(v) is str for v in node.output):
-                return False
-            for attr in node.attribute:
-                if type(attr.name) is not str:
-                    return False
-                if attr.type == onnx.AttributeProto.TENSOR and not _tensor_text(attr.t):
-                    return False
-        if not all(_tensor_text(t) for t in scope.initializers):
+            texts += node.input
+            texts += node.output
+            texts += (node.name, node.op_type, node.domain)
+            if node.attribute:
+                texts += [attr.name for attr in node.attribute]
+        for tensor in (*scope.initializers, *scope.attribute_tensors):
+            texts.append(tensor.name)
+            if tensor.external_data:
+                texts += [text for entry in tensor.external_data for text in (entry.key, entry.value)]
+        try:
+            "".join(texts)
+        except TypeError:
             return False
     return True
 
 
-def _tensor_text(tensor: onnx.TensorProto) -> bool:
-    return type(tensor.name) is str and all(type(e.key) is str and type(e.value) is str for e in tensor.external_data)
-
-
-def tensors_with_labels(all_scopes: list[Scope]) -> Iterator[tuple[onnx.TensorProto, Callable[[], str]]]:
-    """Every tensor that can hold data, with a function giving words that find it (called only on error)."""
+def describe(all_scopes: list[Scope], tensor: onnx.TensorProto) -> str:
+    """Words that find ``tensor`` (by identity) in the model: made only for an error message."""
     for scope in all_scopes:
-        for tensor in scope.initializers:
-            yield tensor, _Label(scope, tensor)
+        if any(t is tensor for t in scope.initializers):
+            return f"initializer {tensor.name!r} ({scope.label})"
         for index, node in enumerate(scope.body.node):
             for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t, _Label(scope, attr.t, node, attr, index)
-                elif attr.type == onnx.AttributeProto.TENSORS:
-                    for tensor in attr.tensors:
-                        yield tensor, _Label(scope, tensor, node, attr, index)
-
-
-class _Label:
-    """Words that find a tensor, made only when a message needs them."""
-
-    __slots__ = ("scope", "tensor", "node", "attr", "index")
-
-    def __init__(self, scope, tensor, node=None, attr=None, index=0):
-        self.scope, self.tensor, self.node, self.attr, self.index = scope, tensor, node, attr, index
-
-    def __call__(self) -> str:
-        if self.node is None:
-            return f"initializer {self.tensor.name!r} ({self.scope.label})"
-        node = self.node
-        name = node.name or (node.output[0] if node.output else f"#{self.index}")
-        return f"attribute {self.attr.name!r} of {node.op_type} node {name!r} ({self.scope.label})"
+                if (attr.type == onnx.AttributeProto.TENSOR and attr.t is tensor) or (
+                    attr.type == onnx.AttributeProto.TENSORS and any(t is tensor for t in attr.tensors)
+                ):
+                    name = node.name or (node.output[0] if node.output else f"#{index}")
+                    return f"attribute {attr.name!r} of {node.op_type} node {name!r} ({scope.label})"
+    return f"tensor {tensor.name!r}"
 
 
 _COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
@@ -139,22 +122,25 @@ def size_problem(tensor: onnx.TensorProto, field_name: str, length: int) -> str 
 
 def check_inline_data(all_scopes: list[Scope], prefix: str = "") -> None:
     """Refuse a model whose inline tensor data is not as long as its shape and type say."""
-    for tensor, describe in tensors_with_labels(all_scopes):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            problem = inline_data_problem(tensor)
-            if problem:
-                raise ConversionError(f"{prefix}{describe()}: {problem}")
+    for tensor in iter_tensors(None, all_scopes):
+        if tensor.HasField("raw_data") and len(tensor.raw_data) == expected_nbytes(tensor):
+            continue  # the common case, decided without building a message
+        problem = inline_data_problem(tensor)
+        if problem:
+            raise ConversionError(f"{prefix}{describe(all_scopes, tensor)}: {problem}")
+
+
+_KNOWN_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 
 
 def unknown_types(all_scopes: list[Scope]) -> list[str]:
     """One line per tensor whose data type this onnx does not know: nothing can check or convert it."""
-    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
     return [
-        f"{describe()} has data type {tensor.data_type}, which onnx {onnx.__version__} does not know, so the model "
-        "cannot be checked or converted. Upgrade onnx (pip install -U onnx), or re-export the model with "
-        "standard ONNX types."
-        for tensor, describe in tensors_with_labels(all_scopes)
-        if tensor.data_type not in known
+        f"{describe(all_scopes, tensor)} has data type {tensor.data_type}, which onnx {onnx.__version__} does not "
+        "know, so the model cannot be checked or converted. Upgrade onnx (pip install -U onnx), or re-export the "
+        "model with standard ONNX types."
+        for tensor in iter_tensors(None, all_scopes)
+        if tensor.data_type not in _KNOWN_TYPES
     ]
 
 

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
 from olive_bf16_pass.io.wire import SkeletonScanner, Truncated
-from olive_bf16_pass.traversal import Scope, expected_nbytes, scopes
+from olive_bf16_pass.traversal import Scope, expected_nbytes, iter_tensors, scopes
 
 INLINE_LIMIT = 1024  # raw_data of at least this many bytes stays on disk in the skeleton
 _SEPARATORS = re.compile(r"[\\/]")
@@ -122,14 +122,14 @@ def read_model(path: str | os.PathLike) -> SourceModel:
     validation.check_inline_data(all_scopes, f"{path}: ")
     source = SourceModel(model, path, resolved, path.parent, frozenset(scanner.spans), scopes=all_scopes)
     files = {resolved}
-    for tensor, describe in validation.tensors_with_labels(all_scopes):
+    for tensor in iter_tensors(model, all_scopes):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             file, _, length = source.where(tensor)
             files.add(file)
             lifted = file == resolved and external_info(tensor).get("location") == path.name
             problem = validation.size_problem(tensor, "raw_data", length) if lifted else None
             if problem:
-                raise ConversionError(f"{path}: {describe()}: {problem}")
+                raise ConversionError(f"{path}: {validation.describe(all_scopes, tensor)}: {problem}")
     source.files = frozenset(files)
     return source
 

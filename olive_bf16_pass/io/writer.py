@@ -26,7 +26,7 @@ from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.source import location_parts
 from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.streamer import Conversion, Output, Streamer
-from olive_bf16_pass.traversal import Scope, attribute_tensors, iter_tensors, scopes
+from olive_bf16_pass.traversal import Scope, iter_tensors, scopes
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def _write_with_external_data(
             for scope in all_scopes:
                 outside = list(scope.initializers)
                 if spec.convert_attribute:
-                    outside += attribute_tensors(scope.body)
+                    outside += scope.attribute_tensors
                 for tensor in outside:
                     conversion = conversions.get(id(tensor))
                     on_disk = tensor.data_location == onnx.TensorProto.EXTERNAL
