@@ -1,8 +1,8 @@
 """onnx.checker on what was written, without reading the weights back into memory.
 
 ``onnx.checker.check_model`` on a proto resolves external data against the working directory,
-and loading the written model would cost its size in memory. So the check runs on a structural
-copy: tensors whose data is elsewhere become typed graph inputs (initializers) or a Constant
+and loading the written model would cost its size in memory. So the check runs on the skeleton
+read back from the written file, made structural: tensors whose data is elsewhere become typed graph inputs (initializers) or a Constant
 holding an empty sparse tensor of the same type and shape (Constant values). Shape inference is
 unaffected: the tensors it reads (shapes, axes) are small and stay inline.
 """
@@ -32,32 +32,31 @@ def read_written(path: Path) -> onnx.ModelProto:
 def _elsewhere(tensor: onnx.TensorProto) -> bool:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return True
-    typed = any(len(getattr(tensor, name)) for name in TYPED_FIELDS)
-    return not tensor.raw_data and not typed and bool(expected_nbytes(tensor))
+    if tensor.HasField("raw_data"):
+        return False
+    return not any(len(getattr(tensor, name)) for name in TYPED_FIELDS) and bool(expected_nbytes(tensor))
 
 
 def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy for onnx.checker in which no tensor needs data from elsewhere."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    """``model``, changed so that no tensor needs data from elsewhere (pass a copy you own)."""
     # the main graph's inputs: a subgraph's inputs are its formal parameters (an If branch has
     # none), so a subgraph's stripped tensor becomes an outer-scope input, which it may read
-    inputs = {v.name for v in copy.graph.input}
-    for scope in scopes(copy):
-        for index in reversed(range(len(scope.initializers))):
-            tensor = scope.initializers[index]
-            if not _elsewhere(tensor):
-                continue
+    inputs = {v.name for v in model.graph.input}
+    for scope in scopes(model):
+        initializers = scope.initializers
+        for index in [i for i, tensor in enumerate(initializers) if _elsewhere(tensor)][::-1]:
+            tensor = initializers[index]
             if tensor.name not in inputs:
                 inputs.add(tensor.name)
-                copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-            del scope.body.initializer[index]
-        nodes = scope.body.node
-        for index in reversed(range(len(nodes))):
-            value = constant_value(nodes[index])
-            if value is not None and _elsewhere(value) and nodes[index].output:
-                nodes[index].CopyFrom(_shaped_like(value, nodes[index].output[0]))
-    return copy
+                model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            del initializers[index]
+        if not any(map(_elsewhere, scope.attribute_tensors)):
+            continue
+        for node in scope.body.node:
+            value = constant_value(node)
+            if value is not None and _elsewhere(value) and node.output:
+                node.CopyFrom(_shaped_like(value, node.output[0]))
+    return model
 
 
 def _shaped_like(value: onnx.TensorProto, output: str) -> onnx.NodeProto:
@@ -69,5 +68,6 @@ def _shaped_like(value: onnx.TensorProto, output: str) -> onnx.NodeProto:
 
 
 def check(model: onnx.ModelProto) -> None:
-    """The full onnx.checker (with strict shape inference) on the structural copy."""
+    """The full onnx.checker (with strict shape inference), on ``model`` made structural: pass a copy
+    you own (``read_written`` gives one)."""
     onnx.checker.check_model(structure_only(model), full_check=True)

@@ -12,6 +12,7 @@ import onnx
 from olive_bf16_pass import checking, graph, selection, traversal, validation
 from olive_bf16_pass.errors import ConversionError, one_line
 from olive_bf16_pass.filters import unmatched_filters
+from olive_bf16_pass.gc_pause import gc_paused
 from olive_bf16_pass.io.source import SourceModel, read_model
 from olive_bf16_pass.io.streamer import Conversion, Progress, Streamer
 from olive_bf16_pass.io.writer import ExternalDataSpec, write_model
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 UPGRADE_TARGET = graph.MIN_OPSET  # the smallest change that gives Cast from bfloat16
 
 
+@gc_paused()
 def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = None) -> tuple[onnx.ModelProto, Report]:
     """Convert an in-memory model with its data loaded; the caller's model is not modified."""
     options = options or ConversionOptions()
@@ -30,8 +32,7 @@ def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = No
         raise ConversionError(
             "the model's external data is not loaded. Use onnx.load(path) (which loads it) or convert_file()."
         )
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
+    work = _copy(model)
     started = time.perf_counter()
     all_scopes = traversal.scopes(work)  # a file's names and data are checked when it is read
     validation.check_names(work, all_scopes)
@@ -39,12 +40,19 @@ def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = No
     work, upgraded = upgrade_opset(work, options)
     report, converted = _edit(work, options, all_scopes if upgraded is None else None)
     report.opset_upgrade = upgraded
-    report.input_fails_checker = _check(work, lambda: model)
+    report.input_fails_checker = _check(_copy(work), lambda: _copy(model))
     _finish(report, converted)
     report.seconds = time.perf_counter() - started
     return work, report
 
 
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+@gc_paused()
 def convert_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -162,13 +170,14 @@ def _edit(
         )
     validation.check_types(all_scopes)
     found = traversal.definitions(all_scopes)
-    weight_bytes = sum(traversal.expected_nbytes(t) or 0 for t in traversal.iter_tensors(model, all_scopes))
+    weight_bytes = _weight_bytes(all_scopes, found)
     chosen, skipped = selection.select(model, all_scopes, found, options)
-    nodes = [node for scope in all_scopes for node in scope.body.node]
-    for line in unmatched_filters(
-        options, (d.name for d in found), (n.name for n in nodes), (n.op_type for n in nodes)
-    ):
-        logger.warning("%s", line)
+    if options.has_filters:  # the model's names are gathered only to check filters that were given
+        nodes = [node for scope in all_scopes for node in scope.body.node]
+        for line in unmatched_filters(
+            options, (d.name for d in found), (n.name for n in nodes), (n.op_type for n in nodes)
+        ):
+            logger.warning("%s", line)
     already = any(s.reason == "already bfloat16" for s in skipped)  # converting twice equals converting once
     if not chosen and not already and any(s.reason.startswith("dtype float16") for s in skipped):
         raise ConversionError(
@@ -182,8 +191,8 @@ def _edit(
             stored_name=c.stored_name,
             kind=c.definition.kind,
             shape=list(c.definition.tensor.dims),
-            bytes_before=traversal.elements(c.definition.tensor) * 4,
-            bytes_after=traversal.elements(c.definition.tensor) * 2,
+            bytes_before=c.definition.size * 4,
+            bytes_after=c.definition.size * 2,
             widened=c.widened,
             scope=c.definition.scope.label,
         )
@@ -198,6 +207,15 @@ def _edit(
         options=options.to_dict(),
     )
     return report, converted
+
+
+def _weight_bytes(all_scopes: list[traversal.Scope], found: list[traversal.Definition]) -> int:
+    """Bytes of every tensor's data; the definitions' sizes are known already."""
+    total = sum(traversal.expected_nbytes(d.tensor, d.size) or 0 for d in found)
+    defined = {id(d.tensor) for d in found}
+    return total + sum(
+        traversal.expected_nbytes(t) or 0 for s in all_scopes for t in s.attribute_tensors if id(t) not in defined
+    )
 
 
 _STAT_FIELDS = ("max_abs_error", "max_rel_error", "nan_count", "inf_count", "saturated_count", "overflow_count")

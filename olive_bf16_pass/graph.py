@@ -19,12 +19,12 @@ import numpy as np
 import onnx
 
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_many
+from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_segments
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use
 
 MIN_OPSET = 13  # Cast from bfloat16 exists from opset 13 on
-_ONE_BY_ONE = 1 << 16  # tensors with this many elements are rounded alone; smaller ones together,
-_BATCH = 4096  # this many at a time (at most 256 MB of float32)
+_ALONE_BYTES = 1 << 22  # inline tensors this large are rounded alone; smaller ones together, up to
+_BATCH = 4096  # this many (or this many bytes) at a time
 _TO_FLOAT = onnx.helper.make_attribute("to", onnx.TensorProto.FLOAT)
 
 
@@ -71,26 +71,46 @@ def main_opset(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def to_bfloat16(tensors: list[tuple[onnx.TensorProto, RoundingStats]], options: ConversionOptions) -> None:
-    """Retype inline FP32 tensors as BF16, rounding their data; small ones are rounded together."""
-    small: list[tuple[onnx.TensorProto, RoundingStats, np.ndarray]] = []
-    for tensor, stats in tensors:
-        if tensor.raw_data:
-            values = np.frombuffer(tensor.raw_data, dtype="<f4")
-        else:
-            values = np.asarray(tensor.float_data, dtype=np.float32)
-            tensor.ClearField("float_data")
-        if values.size >= _ONE_BY_ONE:
-            tensor.raw_data = float32_to_bfloat16_bits(values, options.rounding, options.saturate, stats=stats).tobytes()
-        else:
-            small.append((tensor, stats, values))
-        tensor.data_type = onnx.TensorProto.BFLOAT16
-    for start in range(0, len(small), _BATCH):
-        batch = small[start:start + _BATCH]
-        bits, figures = round_many([values for _, _, values in batch], options.rounding, options.saturate)
-        for (tensor, stats, _), rounded, measured in zip(batch, bits, figures):
-            tensor.raw_data = rounded.tobytes()
-            stats.merge(measured)
+def to_bfloat16(tensors: list[onnx.TensorProto], options: ConversionOptions) -> list[RoundingStats]:
+    """Retype inline FP32 tensors as BF16, rounding their data: large ones alone (in cache-sized
+    chunks), small ones together, as numpy's cost per call would dominate them one by one."""
+    stats: list[RoundingStats] = [RoundingStats() for _ in tensors]
+    batch: list[tuple[int, bytes]] = []
+    held = 0
+    for index, tensor in enumerate(tensors):
+        data = tensor.raw_data if tensor.HasField("raw_data") else np.asarray(tensor.float_data, "<f4").tobytes()
+        if len(data) >= _ALONE_BYTES:
+            values = np.frombuffer(data, "<f4")
+            bits = float32_to_bfloat16_bits(values, options.rounding, options.saturate, stats=stats[index])
+            _store(tensor, bits.astype("<u2", copy=False).tobytes())
+            continue
+        batch.append((index, data))
+        held += len(data)
+        if held >= _ALONE_BYTES or len(batch) >= _BATCH:
+            _round_together(tensors, batch, stats, options)
+            batch, held = [], 0
+    _round_together(tensors, batch, stats, options)
+    return stats
+
+
+def _round_together(tensors, batch: list[tuple[int, bytes]], stats: list[RoundingStats], options) -> None:
+    if not batch:
+        return
+    sizes = [len(data) // 4 for _, data in batch]
+    values = np.frombuffer(b"".join(data for _, data in batch), dtype="<f4")
+    bits, figures = round_segments(values, sizes, options.rounding, options.saturate)
+    rounded = bits.astype("<u2", copy=False).tobytes()
+    stop = 0
+    for (index, _), size, measured in zip(batch, sizes, figures):
+        _store(tensors[index], rounded[2 * stop:2 * (stop + size)])
+        stats[index] = measured
+        stop += size
+
+
+def _store(tensor: onnx.TensorProto, bf16: bytes) -> None:
+    tensor.ClearField("float_data")
+    tensor.raw_data = bf16
+    tensor.data_type = onnx.TensorProto.BFLOAT16
 
 
 def reads_gather_table(use: Use) -> bool:
@@ -128,8 +148,8 @@ class _Casts:
             place = {id(node): (index + 1) * step for index, node in enumerate(present)}
             added = []  # alive too: a freed wrapper would come back with another id
             for order, (after, src, dst) in enumerate(casts, start=1):
-                cast = nodes.add(op_type="Cast", input=[src], output=[dst], name=self.names.new(f"{dst}_to_float"))
-                cast.attribute.append(_TO_FLOAT)
+                name = self.names.new(f"{dst}_to_float")
+                cast = nodes.add(op_type="Cast", input=[src], output=[dst], name=name, attribute=[_TO_FLOAT])
                 place[id(cast)] = (0 if after is None else place[id(after)]) + order
                 added.append(cast)
             nodes.sort(key=lambda node: place[id(node)])
@@ -145,17 +165,14 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
     graph_inputs = {v.name: v for v in model.graph.input}
     main = all_scopes[0]
     done: list[Converted] = []
-    inline: list[tuple[onnx.TensorProto, RoundingStats]] = []
+    inline: list[Converted] = []
     gone: dict[int, tuple[Scope, set[str]]] = {}  # value_info names no longer produced, by scope
     for definition in chosen:
         stored = names.new(f"{definition.name}_bf16")
-        stats = RoundingStats()
         tensor = definition.tensor
         on_disk = tensor.data_location == onnx.TensorProto.EXTERNAL
         if on_disk:
             tensor.data_type = onnx.TensorProto.BFLOAT16
-        else:
-            inline.append((tensor, stats))
         tensor.name = stored
         if definition.node is not None:  # a Constant: its output becomes the BF16 value
             definition.node.output[0] = stored
@@ -180,8 +197,11 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
         else:  # a table a MatMul or Gemm reads too (tied): one FP32 copy at run time, never BF16 and FP32
             casts.after(definition.scope, definition.node, stored, definition.name)
         how = "cast" if not after_readers else "after_gather" if all(map(reads_gather_table, uses)) else "after_readers"
-        done.append(Converted(definition, stored, how, stats, on_disk))
-    to_bfloat16(inline, options)
+        done.append(Converted(definition, stored, how, RoundingStats(), on_disk))
+        if not on_disk:
+            inline.append(done[-1])
+    for converted, stats in zip(inline, to_bfloat16([c.definition.tensor for c in inline], options)):
+        converted.stats = stats
     casts.add()
     for scope, forgotten in gone.values():
         _forget_value_info(scope, forgotten)

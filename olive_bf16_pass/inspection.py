@@ -8,12 +8,14 @@ from pathlib import Path
 import onnx
 
 from olive_bf16_pass import graph, selection, traversal
+from olive_bf16_pass.gc_pause import gc_paused
 from olive_bf16_pass.io.source import external_info, read_model
 from olive_bf16_pass.validation import unknown_types
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.report import human_size, reason_group
 
 
+@gc_paused()
 def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     """A dict of figures plus ``text``, a human rendering of them."""
     source = read_model(path)

@@ -90,6 +90,11 @@ class ConversionOptions:
                     raise ValueError(f"{name} must be a list of names, not the string {value!r}")
                 object.__setattr__(self, name, tuple(value))
 
+    @property
+    def has_filters(self) -> bool:
+        """Whether any name list (blocks, include, exclude) names something."""
+        return any(getattr(self, name) for name in _NAME_LISTS)
+
     @classmethod
     def from_dict(cls, values: dict) -> ConversionOptions:
         """Build from a mapping (an Olive pass config, parsed JSON, argparse's vars), ignoring unrelated keys."""

@@ -122,44 +122,43 @@ def float32_to_bfloat16_bits(
     return flat_out.reshape(np.shape(values))
 
 
-def round_many(
-    arrays: list[np.ndarray], rounding: str = "nearest_even", saturate: bool = True
-) -> tuple[list[np.ndarray], list[RoundingStats]]:
-    """Round many small arrays as one, each with its own figures: flat BF16 bits and figures equal to
-    ``float32_to_bfloat16_bits`` on each array alone, without numpy's per-call cost per array (which
-    dominates a model of 100k tiny tensors)."""
-    sizes = [int(np.size(a)) for a in arrays]
-    total = sum(sizes)
-    values = np.concatenate([np.ravel(np.asarray(a, dtype=np.float32)) for a in arrays]) if total else None
-    if values is None:
-        return [np.empty(0, np.uint16) for _ in arrays], [RoundingStats() for _ in arrays]
+def round_segments(
+    values: np.ndarray, sizes: list[int], rounding: str = "nearest_even", saturate: bool = True
+) -> tuple[np.ndarray, list[RoundingStats]]:
+    """Round consecutive runs of ``sizes`` elements of ``values`` (flat float32) as many small tensors.
+
+    The bits, and each run's figures, equal ``float32_to_bfloat16_bits`` on that run alone, without
+    numpy's per-call cost per run, which dominates a model of 100k tiny tensors.
+    """
     out = float32_to_bfloat16_bits(values, rounding, saturate)
-    stops = np.cumsum(sizes).tolist()
-    starts = [stop - n for stop, n in zip(stops, sizes)]
-    at = np.array([start for start, n in zip(starts, sizes) if n], dtype=np.int64)  # reduceat: non-empty only
+    stops = np.cumsum(sizes, dtype=np.int64)
+    at = (stops - np.asarray(sizes, dtype=np.int64))[np.asarray(sizes) > 0]  # reduceat: non-empty runs only
+    if not len(at):
+        return out, [RoundingStats() for _ in sizes]
     magnitude = values.view(np.uint32) & 0x7FFFFFFF
     nan = np.add.reduceat(magnitude > 0x7F800000, at, dtype=np.int64).tolist()
     inf = np.add.reduceat(magnitude == 0x7F800000, at, dtype=np.int64).tolist()
-    clipped = [0] * len(at)  # finite values at or past the midpoint above BF16's max: Inf when rounded
+    past = [0] * len(at)  # finite values at or past the midpoint above BF16's max: Inf when rounded
     if rounding == "nearest_even":
-        past = (magnitude >= 0x7F7F8000) & (magnitude < 0x7F800000)
-        clipped = np.add.reduceat(past, at, dtype=np.int64).tolist()
+        past = np.add.reduceat((magnitude >= 0x7F7F8000) & (magnitude < 0x7F800000), at, dtype=np.int64).tolist()
     error = bfloat16_bits_to_float32(out)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         np.subtract(values, error, out=error)
         np.abs(error, out=error)
-        largest = np.fmax(np.fmax.reduceat(error, at), 0.0).tolist()  # NaN-only arrays: no error to speak of
+        largest = np.fmax(np.fmax.reduceat(error, at), 0.0).tolist()  # NaN-only runs: no error to speak of
         np.divide(error, np.abs(values), out=error)
         relative = np.fmax(np.fmax.reduceat(error, at), 0.0).tolist()
-    figures = iter(zip(nan, inf, clipped, largest, relative))
+    figures = zip(nan, inf, past, largest, relative)
     stats = []
     for n in sizes:
-        if not n:
+        if n:
+            nans, infs, clipped, worst, worst_rel = next(figures)
+            stats.append(
+                RoundingStats(n, worst, worst_rel, nans, infs, clipped if saturate else 0, 0 if saturate else clipped)
+            )
+        else:
             stats.append(RoundingStats())
-            continue
-        nans, infs, past, worst, worst_rel = next(figures)
-        stats.append(RoundingStats(n, worst, worst_rel, nans, infs, past if saturate else 0, 0 if saturate else past))
-    return [out[start:stop] for start, stop in zip(starts, stops)], stats
+    return out, stats
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:

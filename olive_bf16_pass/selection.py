@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import onnx
 
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, data_type_name, elements, expected_nbytes
+from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, data_type_name, expected_nbytes
 
 # Inputs whose value drives shapes or quantization math: FP32 is part of their meaning.
 # (domain, op_type) -> input indices
@@ -51,16 +51,15 @@ def select(
     skipped: list[Skipped] = []
     main = all_scopes[0]
     for definition in found:
-        is_input = definition.scope is main and definition.kind == "initializer" and definition.name in graph_inputs
+        is_input = definition.scope is main and definition.node is None and definition.name in graph_inputs
         reason = _reason(definition, options, is_input, graph_outputs)
         if reason is None:
             chosen.append(definition)
-        elif definition.kind == "constant" and definition.tensor.data_type not in _REDUCIBLE:
+        elif definition.node is not None and definition.tensor.data_type not in _REDUCIBLE:
             continue  # shape and index constants: not weights, not worth a line in the report
         else:
-            skipped.append(
-                Skipped(definition.name, reason, expected_nbytes(definition.tensor) or 0, definition.scope.label)
-            )
+            nbytes = expected_nbytes(definition.tensor, definition.size) or 0
+            skipped.append(Skipped(definition.name, reason, nbytes, definition.scope.label))
     return chosen, skipped
 
 
@@ -77,7 +76,7 @@ def _reason(d: Definition, options: ConversionOptions, is_graph_input: bool, gra
         return "not in include_initializers"
     if d.name in options.exclude_initializers:
         return "in exclude_initializers"
-    count = elements(t)
+    count = d.size
     if count < options.min_elements:
         return f"{count} elements, fewer than min_elements={options.min_elements}"
     if is_graph_input and not options.convert_graph_input_initializers:

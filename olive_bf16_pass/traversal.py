@@ -67,10 +67,12 @@ class Definition:
     scope: Scope
     node: onnx.NodeProto | None = None  # the Constant node, for constants
     uses: list[Use] = field(default_factory=list)
+    size: int = 0  # elements, counted once: upb builds the dims list on every read
 
     @property
     def kind(self) -> str:
         return "initializer" if self.node is None else "constant"
+
 
 
 def scopes(model: onnx.ModelProto) -> list[Scope]:
@@ -119,36 +121,42 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
     found: list[Definition] = []
     names_in: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
     data_in: dict[int, dict[str, Definition]] = {}  # id(scope) -> its data definitions by name
+    parents = {id(scope.parent) for scope in all_scopes if scope.parent is not None}
     for scope in all_scopes:
         body = scope.body
         names = set(body.input) if scope.is_function else {v.name for v in body.input}
         data: dict[str, Definition] = {}
         names_in[id(scope)], data_in[id(scope)] = names, data
         for tensor in scope.initializers:
-            definition = Definition(tensor.name, tensor, scope)
+            definition = Definition(tensor.name, tensor, scope, None, [], math.prod(tensor.dims))
             found.append(definition)
-            data[tensor.name] = definition
+            data[definition.name] = definition
         names.update(data)
+        # a scope's other names matter only where a name may come from outside (a subgraph) or be
+        # looked up from inside (a scope with subgraphs); a plain graph reads its own data or nothing
+        nested = scope.parent is not None or id(scope) in parents
         bound, seen = data.get, names.update
         for node in body.node:
-            outputs = node.output
             for index, name in enumerate(node.input):
                 definition = bound(name)
                 if definition is None:
-                    if not name or name in names:
+                    if not nested or not name or name in names:
                         continue  # no input, or a value of this scope that holds no data
                     owner = next((s for s in scope.ancestors() if name in names_in[id(s)]), None)
                     definition = None if owner is None else data_in[id(owner)].get(name)
                     if definition is None:
                         continue
                 definition.uses.append(Use(scope, node, index))
-            seen(outputs)
-            if outputs and node.op_type == "Constant" and outputs[0]:
+            if nested:
+                seen(node.output)
+            if node.op_type == "Constant" and node.output and node.output[0]:
                 value = constant_value(node)
                 if value is not None:
-                    definition = Definition(outputs[0], value, scope, node)
+                    name = node.output[0]
+                    definition = Definition(name, value, scope, node, [], math.prod(value.dims))
                     found.append(definition)
-                    data[outputs[0]] = definition
+                    data[name] = definition
+                    names.add(name)
     return found
 
 
@@ -163,17 +171,20 @@ def elements(tensor: onnx.TensorProto) -> int:
     return math.prod(tensor.dims)
 
 
-def expected_nbytes(tensor: onnx.TensorProto) -> int | None:
+def expected_nbytes(tensor: onnx.TensorProto, count: int | None = None) -> int | None:
     """Bytes of the tensor's raw data, or None for strings and types this onnx does not know.
 
     The element type comes from onnx, its width in bits from numpy / ml_dtypes, so packed
     sub-byte types (INT2, INT4, FLOAT4E2M1, FLOAT6E2M3, ...) are sized as onnx packs them.
+    ``count``: its number of elements, when known.
     """
     bits = _BITS.get(tensor.data_type)
     if bits is None:
         bits = _bits_of(tensor.data_type)
         _BITS[tensor.data_type] = bits
-    return None if bits == 0 else (elements(tensor) * bits + 7) // 8
+    if bits == 0:
+        return None
+    return ((elements(tensor) if count is None else count) * bits + 7) // 8
 
 
 _BITS: dict[int, int] = {}

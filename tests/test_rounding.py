@@ -7,6 +7,7 @@ from olive_bf16_pass.rounding import (
     RoundingStats,
     bfloat16_bits_to_float32,
     float32_to_bfloat16_bits,
+    round_segments,
 )
 
 EDGE_BITS = [
@@ -122,3 +123,30 @@ def test_chunk_boundaries_do_not_matter():
 def test_unknown_rounding_is_refused():
     with pytest.raises(ValueError, match="rounding must be one of"):
         float32_to_bfloat16_bits(np.ones(2, np.float32), rounding="stochastic")
+
+
+@pytest.mark.parametrize("rounding", ["nearest_even", "truncate"])
+@pytest.mark.parametrize("saturate", [True, False])
+def test_rounding_runs_together_equals_rounding_each_alone(rounding, saturate):
+    """Small tensors are rounded as runs of one array: every run's bits and figures must be its own."""
+    rng = np.random.default_rng(7)
+    edges = _bits(EDGE_BITS)
+    for _ in range(40):
+        runs = []
+        for _ in range(int(rng.integers(1, 12))):
+            n = int(rng.integers(0, 7))  # empty runs too
+            run = (rng.standard_normal(n) * 10.0 ** int(rng.integers(-44, 39))).astype(np.float32)
+            if n and rng.random() < 0.6:
+                run[rng.integers(0, n)] = rng.choice(edges)
+            if n and rng.random() < 0.1:
+                run[:] = np.nan  # a run with no error to speak of
+            runs.append(run)
+        values = np.concatenate(runs) if runs else np.empty(0, np.float32)
+        bits, figures = round_segments(values, [r.size for r in runs], rounding, saturate)
+        start = 0
+        for run, measured in zip(runs, figures):
+            alone = RoundingStats()
+            expected = float32_to_bfloat16_bits(run, rounding, saturate, stats=alone)
+            np.testing.assert_array_equal(bits[start:start + run.size], expected)
+            assert measured == alone
+            start += run.size

@@ -63,7 +63,7 @@ class _Serializer:
         }
         self.hot: dict[int, object] = {}  # id -> message that holds a tensor to stream
         self.hot_fields: dict[int, set[str]] = {}  # id(message) -> its fields to take apart
-        for scope in reversed(self.scopes):  # children first
+        for scope in reversed(self.scopes if self.streamed else ()):  # children first
             body, fields = scope.body, set()
             if any(id(t) in self.streamed for t in scope.initializers):
                 fields.add("initializer")
