@@ -58,9 +58,10 @@ what stays FP32: tensors under --min-elements elements, inputs of --op-block/--n
 (Resize scales, quantization scales). --report FILE.json lists every tensor with the reason.
 
 refused (exit 1, nothing written): a missing, empty, truncated or non-ONNX input; external data
-that is missing, short, or outside the model's folder; opset below 13; sparse initializers; a
-model whose weights are all float16; OUT equal to IN (or to one of its data files) without
---in-place. A model already in BF16 converts to itself (exit 0).
+that is missing, short, or outside the model's folder; sparse initializers; a model whose
+weights are all float16; opset below 13 with --no-upgrade-opset (by default it is upgraded to 13);
+OUT equal to IN (or to one of its data files) without --in-place. A model already in BF16
+converts to itself (exit 0).
 
 examples:
   olive-bf16 convert model.onnx model_bf16.onnx --report report.json

@@ -23,14 +23,14 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     by_dtype: Counter = Counter()
     count: Counter = Counter()
     external_files: Counter = Counter()
-    for tensor in traversal.iter_tensors(model):
+    all_scopes = source.scopes
+    for tensor in traversal.iter_tensors(model, all_scopes):
         name = traversal.data_type_name(tensor.data_type)
         by_dtype[name] += traversal.expected_nbytes(tensor) or 0
         count[name] += 1
-        info = external_info(tensor)
         if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
+            info = external_info(tensor)
             external_files[info["location"]] += int(info.get("length", 0))
-    all_scopes = traversal.scopes(model)
     found = traversal.definitions(all_scopes)
     # read_model refused corrupt names and data; a type this onnx does not know is shown, not raised
     options = ConversionOptions(min_elements=min_elements)
@@ -40,13 +40,11 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     refusals = []
     if unknown:
         refusals.append(unknown[0] + (f" ({len(unknown) - 1} more like it)" if len(unknown) > 1 else ""))
-    if (graph.main_opset(model) or graph.MIN_OPSET) < graph.MIN_OPSET:
-        refusals.append(f"opset below {graph.MIN_OPSET}")
     if sparse:
         refusals.append(f"{sparse} sparse initializer(s)")
     if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
         refusals.append("float16 weights and no float32 ones")
-    saved = sum(traversal.elements(c.tensor) * 2 for c in chosen)
+    saved = sum(c.size * 2 for c in chosen)
     reasons = Counter(reason_group(s.reason) for s in skipped)
     info = {
         "path": str(path),
@@ -68,7 +66,8 @@ def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
     }
     lines = [
         f"{path}: {human_size(source.file_bytes)}, IR {model.ir_version}, opset {info['opset']}"
-        + ("" if info["opset_ok"] else f" (below {graph.MIN_OPSET}: convert will refuse it)"),
+        + ("" if info["opset_ok"] else f" (below {graph.MIN_OPSET}: convert upgrades it, or refuses with "
+                                        "--no-upgrade-opset)"),
         f"producer: {info['producer'] or '-'}; {info['nodes']} nodes",
         "tensors by dtype:",
         *(f"  {k:<10} {count[k]:>5} tensors {human_size(v):>12}" for k, v in by_dtype.most_common()),

@@ -58,7 +58,7 @@ class Use:
     input_index: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Definition:
     """A value that holds data: an initializer, or a Constant node's ``value``."""
 

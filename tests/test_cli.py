@@ -409,7 +409,9 @@ def test_inspect_json_and_external_data(capsys, tmp_path):
 def test_inspect_says_what_convert_would_refuse(capsys, tmp_path):
     onnx.save(matmul_model(opset=11), str(tmp_path / "old.onnx"))
     onnx.save(matmul_model(dtype=np.float16), str(tmp_path / "half.onnx"))
-    assert "convert will refuse this model: opset below 13" in run(capsys, "inspect", tmp_path / "old.onnx")[1]
+    old = run(capsys, "inspect", tmp_path / "old.onnx")[1]
+    assert "opset 11 (below 13: convert upgrades it, or refuses with --no-upgrade-opset)" in old
+    assert "convert will refuse" not in old and "convert would turn 1 tensors to bfloat16" in old
     assert "float16 weights" in run(capsys, "inspect", tmp_path / "half.onnx")[1]
 
 
