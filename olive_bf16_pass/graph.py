@@ -44,16 +44,20 @@ class _Names:
     """Fresh names that collide with nothing in the model, in any scope."""
 
     def __init__(self, all_scopes: list[Scope]):
-        self.used: set[str] = set()
+        names: list[str] = []
         for scope in all_scopes:
             body = scope.body
-            self.used.update(t.name for t in scope.initializers)
+            names += [t.name for t in scope.initializers]
             if scope.is_function:
-                self.used.update((*body.input, *body.output))
+                names += body.input
+                names += body.output
             else:
-                self.used.update(v.name for v in (*body.input, *body.output, *body.value_info))
+                names += [v.name for v in (*body.input, *body.output, *body.value_info)]
             for node in body.node:
-                self.used.update((node.name, *node.input, *node.output))
+                names += node.input
+                names += node.output
+                names.append(node.name)
+        self.used = set(names)
 
     def new(self, base: str) -> str:
         name, n = base, 0
