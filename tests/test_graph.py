@@ -179,3 +179,42 @@ def test_models_below_opset_13_are_upgraded_and_say_so(opset):
 def test_old_opsets_are_refused_clearly_when_asked(opset):
     with pytest.raises(ConversionError, match=f"opset {opset}.*opset 13 or later.*convert_version.*upgrade_opset"):
         convert_model(_old_opset_model(opset), ConversionOptions(upgrade_opset=False))
+
+
+def test_thousands_of_small_tensors_convert_as_each_would_alone(tmp_path):
+    """More tensors than one rounding batch, of varied sizes (empty and special values included), each
+    read by a chain of Adds in order: every tensor's bits and figures must be its own, and the Casts,
+    added in one go, must each land before their reader (the checker and ONNX Runtime see the order)."""
+    from olive_bf16_pass import convert_file
+    from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits
+
+    rng = np.random.default_rng(3)
+    count = graph._BATCH + 700
+    specials = np.array([np.nan, np.inf, -np.inf, 3.4e38, -3.39e38, 0.0, 1e-41], np.float32)
+    arrays, nodes, prev = {}, [], "x"
+    for i in range(count):
+        a = (rng.standard_normal(4) * 10.0 ** int(rng.integers(-3, 4))).astype(np.float32)
+        if i % 5 == 0:
+            a[int(rng.integers(0, 4))] = rng.choice(specials)
+        arrays[f"w{i}"] = a
+        nodes.append(helper.make_node("Add", [prev, f"w{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [4]) for name in ("x", prev)]
+    model = make_model(nodes, io[:1], io[1:], [tensor(k, v) for k, v in arrays.items()])
+    src = tmp_path / "many.onnx"
+    onnx.save(model, src)
+    report = convert_file(src, tmp_path / "out.onnx", ConversionOptions(min_elements=1))
+    assert len(report.converted) == count
+    out = onnx.load(tmp_path / "out.onnx")
+    stored = {t.name: t for t in out.graph.initializer}
+    position = {o: i for i, n in enumerate(out.graph.node) for o in n.output}
+    for record in report.converted:
+        alone = RoundingStats()
+        expected = float32_to_bfloat16_bits(arrays[record.name], stats=alone)
+        got = np.frombuffer(stored[record.stored_name].raw_data, np.uint16)
+        np.testing.assert_array_equal(got, expected, err_msg=record.name)
+        assert (record.nan_count, record.inf_count, record.saturated_count) == (
+            alone.nan_count, alone.inf_count, alone.saturated_count)
+        assert record.max_abs_error == alone.max_abs_error and record.max_rel_error == alone.max_rel_error
+        reader = int(record.name[1:])
+        assert position[record.name] < position[f"h{reader}"]  # its Cast comes before the Add that reads it
