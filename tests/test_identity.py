@@ -511,3 +511,25 @@ def test_tied_table(tmp_path, head, cast_after_gather, out_external):
     assert _names(report) == ["E"]
     bf16 = [t for t in all_tensors(onnx.load(str(dst))) if t.data_type == TensorProto.BFLOAT16]
     assert len(bf16) == 1, f"the tied table must be stored once, as BF16; found {[t.name for t in bf16]}"
+
+
+@pytest.mark.slow
+def test_identity_holds_on_the_pure_python_protobuf_backend_too():
+    """The edits add Casts by sorting a node list and rely on it moving messages, not copying them
+    (the writer knows tensors by identity). upb does; protobuf's pure-Python backend, which some
+    environments select, must too: these tests and the graph tests run again on it."""
+    import subprocess
+    import sys
+
+    tests = Path(__file__).parent
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    env["PYTHONPATH"] = os.pathsep.join([str(tests), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    probe = "from google.protobuf.internal import api_implementation as a; print(a.Type())"
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip() == "python"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not pure_python",
+         str(tests / "test_identity.py"), str(tests / "test_graph.py")],
+        cwd=tests.parent, env=env, capture_output=True, text=True, timeout=900,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and " passed" in out and " failed" not in out, out[-4000:]
