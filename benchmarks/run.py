@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
+from benchmarks import shapes  # noqa: E402
 from benchmarks.build import MODELS, ensure_built, model_path  # noqa: E402
 from benchmarks.measure import mem_available, run_measured  # noqa: E402
 
@@ -498,6 +499,9 @@ def parse_args(argv=None):
     ap.add_argument("--tool-timeout", type=float, default=600, help="kill a tool or session running longer (s, default 600)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the models even when cached")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument("--shapes", default="tiny100k,constant,if_branch",
+                    help="cases of benchmarks/shapes.py to run after the models, against onnx.load + onnx.save "
+                         "(default: all; '' for none)")
     a = ap.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     a.tools_default = a.tools is None
@@ -508,6 +512,9 @@ def parse_args(argv=None):
     for t in a.tools:
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}; choose from {DEFAULT_TOOLS}")
+    for case in filter(None, a.shapes.split(",")):
+        if case not in shapes.CASES:
+            ap.error(f"unknown shapes case {case!r}; choose from {', '.join(shapes.CASES)}")
     return a
 
 
@@ -525,6 +532,12 @@ def main(argv=None) -> int:
     for model in a.models:
         results[model] = bench.bench_model(model, tools)
         print(table(model, results[model]), flush=True)
+        print(flush=True)
+    if a.shapes:
+        bench.log(f"shapes: {a.shapes}")
+        print("## shapes (benchmarks/shapes.py: against onnx.load + onnx.save, medians of 3 runs)")
+        print(shapes.render([row for case in a.shapes.split(",") if case
+                             for row in shapes.bench_case(case, Path(a.out) / "shapes", runs=3)]), flush=True)
         print(flush=True)
     ts = targets(results)
     print("## targets")

@@ -161,7 +161,7 @@ def _edit(
     model: onnx.ModelProto, options: ConversionOptions, all_scopes: list[traversal.Scope] | None = None
 ) -> tuple[Report, list[graph.Converted]]:
     all_scopes = all_scopes or traversal.scopes(model)
-    sparse = [t.values.name or "?" for scope in all_scopes if not scope.is_function
+    sparse = [repr(t.values.name) if t.values.name else "?" for scope in all_scopes if not scope.is_function
               for t in scope.body.sparse_initializer]
     if sparse:
         raise ConversionError(
