@@ -2,9 +2,10 @@
 
 ``onnx.checker.check_model`` on a proto resolves external data against the working directory,
 and loading the written model would cost its size in memory. So the check runs on the skeleton
-read back from the written file, made structural: tensors whose data is elsewhere become typed graph inputs (initializers) or a Constant
-holding an empty sparse tensor of the same type and shape (Constant values). Shape inference is
-unaffected: the tensors it reads (shapes, axes) are small and stay inline.
+read back from the written file, made structural: tensors whose data is elsewhere become typed
+graph inputs (initializers) or a Constant holding an empty sparse tensor of the same type and
+shape (Constant values). Shape inference is unaffected: the tensors it reads (shapes, axes) are
+small and stay inline.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ and FP32 types and the model runs on any runtime. A table read only through ``Ga
 reader's own scope, so a runtime keeps the table in BF16 and widens only what it reads. A table
 that a MatMul or Gemm reads directly gets one shared Cast: one FP32 copy at run time, not two.
 Edits are made on the definitions and uses that traversal.py bound by scope, never looked up
-by name, and nodes are inserted in place (no list is rebuilt), so every node and tensor keeps
-its identity for the writer.
+by name, and new nodes are sorted into place (a list sort moves messages, it does not copy them),
+so every node and tensor keeps its identity for the writer.
 """
 
 from __future__ import annotations
