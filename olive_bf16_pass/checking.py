@@ -21,13 +21,21 @@ from olive_bf16_pass.traversal import constant_value, expected_nbytes, scopes
 from olive_bf16_pass.validation import TYPED_FIELDS
 
 
-def read_written(path: Path) -> onnx.ModelProto:
-    """The written .onnx as a skeleton: its tensors' data stays on disk."""
+def check_written(path: Path) -> None:
+    """The full check of the written .onnx, its big tensors' data left on disk."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         skeleton = SkeletonScanner(buf, path.name, INLINE_LIMIT).scan()
+    if _EXTERNAL_MARK not in skeleton:  # nothing lifted, nothing elsewhere: the checker reads the file as it is
+        check(skeleton)
+        return
     model = onnx.ModelProto()
     model.ParseFromString(skeleton)
-    return model
+    check(model)
+
+
+# the key of an external-data location entry, as serialized: every tensor whose data is elsewhere (written
+# so, or lifted by the scanner) has one; a name holding these bytes only sends a model the longer way
+_EXTERNAL_MARK = onnx.StringStringEntryProto(key="location").SerializeToString()
 
 
 def _elsewhere(tensor: onnx.TensorProto) -> bool:
@@ -68,7 +76,7 @@ def _shaped_like(value: onnx.TensorProto, output: str) -> onnx.NodeProto:
     return onnx.helper.make_node("Constant", [], [output], sparse_value=sparse)
 
 
-def check(model: onnx.ModelProto) -> None:
-    """The full onnx.checker (with strict shape inference), on ``model`` made structural: pass a copy
-    you own (``read_written`` gives one)."""
-    onnx.checker.check_model(structure_only(model), full_check=True)
+def check(model: onnx.ModelProto | bytes) -> None:
+    """The full onnx.checker (with strict shape inference), on ``model`` made structural (pass a
+    copy you own), or on serialized bytes whose tensors hold their data."""
+    onnx.checker.check_model(model if isinstance(model, bytes) else structure_only(model), full_check=True)

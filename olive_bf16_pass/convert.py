@@ -96,7 +96,7 @@ def convert_file(
         conversions,
         spec,
         check=lambda tmp: setattr(  # the input's own checker fault, when it is kept
-            report, "input_fails_checker", _check(checking.read_written(tmp), lambda: read_model(src).model)
+            report, "input_fails_checker", _check(tmp, lambda: read_model(src).model)
         ),
         all_scopes=source.scopes if upgraded is None else None,
     )
@@ -227,7 +227,7 @@ def _finish(report: Report, converted: list[graph.Converted]) -> None:
             setattr(record, name, getattr(done.stats, name))
 
 
-def _check(result: onnx.ModelProto, load_original) -> str | None:
+def _check(result: onnx.ModelProto | Path, load_original) -> str | None:
     """Refuse to hand back a model that fails onnx.checker, unless its input already failed it.
 
     A fault the conversion introduced is refused (ConversionError; nothing is written). An input
@@ -238,7 +238,7 @@ def _check(result: onnx.ModelProto, load_original) -> str | None:
     conversion costs no second check.
     """
     try:
-        checking.check(result)
+        checking.check_written(result) if isinstance(result, Path) else checking.check(result)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         try:
             checking.check(load_original())
