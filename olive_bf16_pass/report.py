@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ _REASON_KINDS = (
 )
 
 
+@functools.lru_cache(maxsize=4096)  # a model of 100k tensors has a handful of distinct reasons
 def reason_group(reason: str) -> str:
     """The kind of a reason, so tensors kept for the same cause share one summary line."""
     for pattern, kind in _REASON_KINDS:
@@ -50,7 +52,8 @@ def group_skipped(skipped) -> list[SkipGroup]:
     """Records with ``name``, ``reason`` and ``bytes`` (or ``nbytes``) grouped by reason kind, largest first."""
     groups: dict[str, SkipGroup] = {}
     for s in skipped:
-        group = groups.setdefault(reason_group(s.reason), SkipGroup(reason_group(s.reason)))
+        kind = reason_group(s.reason)
+        group = groups.get(kind) or groups.setdefault(kind, SkipGroup(kind))
         group.count += 1
         group.bytes += getattr(s, "bytes", None) or getattr(s, "nbytes", 0) or 0
         group.names.append(s.name)
