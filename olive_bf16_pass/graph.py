@@ -20,7 +20,7 @@ import onnx
 
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_segments
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use
+from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use, names_in
 
 MIN_OPSET = 13  # Cast from bfloat16 exists from opset 13 on
 _ALONE_BYTES = 1 << 22  # inline tensors this large are rounded alone; smaller ones together, up to
@@ -44,20 +44,7 @@ class _Names:
     """Fresh names that collide with nothing in the model, in any scope."""
 
     def __init__(self, all_scopes: list[Scope]):
-        names: list[str] = []
-        for scope in all_scopes:
-            body = scope.body
-            names += [t.name for t in scope.initializers]
-            if scope.is_function:
-                names += body.input
-                names += body.output
-            else:
-                names += [v.name for v in (*body.input, *body.output, *body.value_info)]
-            for node in body.node:
-                names += node.input
-                names += node.output
-                names.append(node.name)
-        self.used = set(names)
+        self.used: set[str] = set().union(*map(names_in, all_scopes))
 
     def new(self, base: str) -> str:
         name, n = base, 0
@@ -78,12 +65,13 @@ def main_opset(model: onnx.ModelProto) -> int | None:
 def to_bfloat16(tensors: list[onnx.TensorProto], options: ConversionOptions) -> list[RoundingStats]:
     """Retype inline FP32 tensors as BF16, rounding their data: large ones alone (in cache-sized
     chunks), small ones together, as numpy's cost per call would dominate them one by one."""
-    stats: list[RoundingStats] = [RoundingStats() for _ in tensors]
+    stats: list[RoundingStats] = [None] * len(tensors)  # type: ignore[list-item] - each is filled below
     batch: list[tuple[int, bytes]] = []
     held = 0
     for index, tensor in enumerate(tensors):
         data = tensor.raw_data if tensor.HasField("raw_data") else np.asarray(tensor.float_data, "<f4").tobytes()
         if len(data) >= _ALONE_BYTES:
+            stats[index] = RoundingStats()
             values = np.frombuffer(data, "<f4")
             bits = float32_to_bfloat16_bits(values, options.rounding, options.saturate, stats=stats[index])
             _store(tensor, bits.astype("<u2", copy=False).tobytes())

@@ -119,14 +119,14 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
     it is read: to this scope's definition, or else to the nearest enclosing scope's.
     """
     found: list[Definition] = []
-    names_in: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
+    declared: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
     data_in: dict[int, dict[str, Definition]] = {}  # id(scope) -> its data definitions by name
     parents = {id(scope.parent) for scope in all_scopes if scope.parent is not None}
     for scope in all_scopes:
         body = scope.body
         names = set(body.input) if scope.is_function else {v.name for v in body.input}
         data: dict[str, Definition] = {}
-        names_in[id(scope)], data_in[id(scope)] = names, data
+        declared[id(scope)], data_in[id(scope)] = names, data
         for tensor in scope.initializers:
             definition = Definition(tensor.name, tensor, scope, None, [], math.prod(tensor.dims))
             found.append(definition)
@@ -142,7 +142,7 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
                 if definition is None:
                     if not nested or not name or name in names:
                         continue  # no input, or a value of this scope that holds no data
-                    owner = next((s for s in scope.ancestors() if name in names_in[id(s)]), None)
+                    owner = next((s for s in scope.ancestors() if name in declared[id(s)]), None)
                     definition = None if owner is None else data_in[id(owner)].get(name)
                     if definition is None:
                         continue
@@ -157,6 +157,26 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
                     found.append(definition)
                     data[name] = definition
                     names.add(name)
+    return found
+
+
+def names_in(scope: Scope) -> list[str]:
+    """Every name a scope's graph holds: its values, nodes, op types, domains and attributes (repeats
+    included); what must be text, and what a fresh name must avoid."""
+    body = scope.body
+    found = [t.name for t in scope.initializers]
+    found.append(body.name)
+    if scope.is_function:
+        found += body.input
+        found += body.output
+    else:
+        found += [v.name for v in (*body.input, *body.output, *body.value_info)]
+    for node in body.node:
+        found += node.input
+        found += node.output
+        found += (node.name, node.op_type, node.domain)
+        if node.attribute:
+            found += [attr.name for attr in node.attribute]
     return found
 
 

@@ -9,7 +9,7 @@ import onnx
 from google.protobuf.descriptor import FieldDescriptor
 
 from olive_bf16_pass.errors import ConversionError
-from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors
+from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 
 _NOT_UTF8 = (
     "a name in the model is not valid UTF-8 ({where}{value!r}); the file is corrupt or not ONNX. "
@@ -39,21 +39,9 @@ def check_names(model: onnx.ModelProto, all_scopes: list[Scope], prefix: str = "
 def _names_are_text(all_scopes: list[Scope]) -> bool:
     """``str.join`` refuses ``bytes``: one join per scope checks every name the converter reads."""
     for scope in all_scopes:
-        body = scope.body
-        texts = [body.name]
-        if scope.is_function:
-            texts += body.input
-            texts += body.output
-        else:
-            texts += [v.name for v in (*body.input, *body.output, *body.value_info)]
-        for node in body.node:
-            texts += node.input
-            texts += node.output
-            texts += (node.name, node.op_type, node.domain)
-            if node.attribute:
-                texts += [attr.name for attr in node.attribute]
+        texts = names_in(scope)
+        texts += [tensor.name for tensor in scope.attribute_tensors]  # initializers are named by names_in
         for tensor in (*scope.initializers, *scope.attribute_tensors):
-            texts.append(tensor.name)
             if tensor.external_data:
                 texts += [text for entry in tensor.external_data for text in (entry.key, entry.value)]
         try:
