@@ -65,7 +65,7 @@ def main_opset(model: onnx.ModelProto) -> int | None:
 def to_bfloat16(tensors: list[onnx.TensorProto], options: ConversionOptions) -> list[RoundingStats]:
     """Retype inline FP32 tensors as BF16, rounding their data: large ones alone (in cache-sized
     chunks), small ones together, as numpy's cost per call would dominate them one by one."""
-    stats: list[RoundingStats] = [None] * len(tensors)  # type: ignore[list-item] - each is filled below
+    stats: list[RoundingStats | None] = [None] * len(tensors)  # each is filled below
     batch: list[tuple[int, bytes]] = []
     held = 0
     for index, tensor in enumerate(tensors):
