@@ -57,3 +57,21 @@ def test_summary_cuts_long_names_and_many_reasons():
     assert any(("x" * 37 + "...") in line and "x" * 41 not in line for line in lines)
     assert sum(line.lstrip().startswith("kept") for line in lines) == 8
     assert lines[-1] == "  ... and 3 more reasons; the JSON report lists every tensor"
+
+
+def test_to_dict_is_the_whole_report_and_copies_its_records():
+    from dataclasses import asdict
+
+    from olive_bf16_pass.report import Report, SkippedRecord, TensorRecord
+
+    report = Report(
+        converted=[TensorRecord("a", "a_bf16", "initializer", [2, 3], 24, 12, "cast", "graph", 0.1, 0.2, 1, 2, 3, 4)],
+        skipped=[SkippedRecord("b", "why", 8, "graph/If[1].then_branch")],
+        weight_bytes_before=32, weight_bytes_after=20, options={"min_elements": 1}, destination=["o.onnx"],
+        opset_upgrade=[11, 13],
+    )
+    as_dict = report.to_dict()
+    assert as_dict == {**asdict(report), "ratio": report.ratio}
+    as_dict["converted"][0]["shape"].append(9)
+    as_dict["skipped"][0]["reason"] = "changed"
+    assert report.converted[0].shape == [2, 3] and report.skipped[0].reason == "why"
