@@ -62,7 +62,7 @@ def test_summary_cuts_long_names_and_many_reasons():
 def test_to_dict_is_the_whole_report_and_copies_its_records():
     from dataclasses import asdict
 
-    from olive_bf16_pass.report import Report, SkippedRecord, TensorRecord
+    from olive_bf16_pass.report import TensorRecord
 
     report = Report(
         converted=[TensorRecord("a", "a_bf16", "initializer", [2, 3], 24, 12, "cast", "graph", 0.1, 0.2, 1, 2, 3, 4)],
