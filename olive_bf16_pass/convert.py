@@ -17,7 +17,7 @@ from olive_bf16_pass.io.source import SourceModel, read_model
 from olive_bf16_pass.io.streamer import Conversion, Progress, Streamer
 from olive_bf16_pass.io.writer import ExternalDataSpec, write_model
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.report import Report, SkippedRecord, TensorRecord
+from olive_bf16_pass.report import Report, TensorRecord
 
 logger = logging.getLogger(__name__)
 
@@ -185,23 +185,9 @@ def _edit(
             "Convert the FP32 export instead."
         )
     converted = graph.apply(model, all_scopes, chosen, options)
-    records = [
-        TensorRecord(
-            name=c.definition.name,
-            stored_name=c.stored_name,
-            kind=c.definition.kind,
-            shape=list(c.definition.tensor.dims),
-            bytes_before=c.definition.size * 4,
-            bytes_after=c.definition.size * 2,
-            widened=c.widened,
-            scope=c.definition.scope.label,
-        )
-        for c in converted
-    ]
-    saved = sum(r.bytes_before - r.bytes_after for r in records)
+    saved = sum(c.definition.size * 2 for c in converted)  # 4 bytes become 2
     report = Report(
-        converted=records,
-        skipped=[SkippedRecord(s.name, s.reason, s.nbytes, s.scope) for s in skipped],
+        skipped=skipped,
         weight_bytes_before=weight_bytes,
         weight_bytes_after=weight_bytes - saved,
         options=options.to_dict(),
@@ -218,13 +204,17 @@ def _weight_bytes(all_scopes: list[traversal.Scope], found: list[traversal.Defin
     )
 
 
-_STAT_FIELDS = ("max_abs_error", "max_rel_error", "nan_count", "inf_count", "saturated_count", "overflow_count")
-
-
 def _finish(report: Report, converted: list[graph.Converted]) -> None:
-    for record, done in zip(report.converted, converted):
-        for name in _STAT_FIELDS:
-            setattr(record, name, getattr(done.stats, name))
+    """One record per converted tensor, once its figures are final (those on disk round as they stream)."""
+    report.converted = [
+        TensorRecord(
+            c.definition.name, c.stored_name, c.definition.kind, list(c.definition.tensor.dims),
+            c.definition.size * 4, c.definition.size * 2, c.widened, c.definition.scope.label,
+            c.stats.max_abs_error, c.stats.max_rel_error, c.stats.nan_count, c.stats.inf_count,
+            c.stats.saturated_count, c.stats.overflow_count,
+        )
+        for c in converted
+    ]
 
 
 def _check(result: onnx.ModelProto | Path, load_original) -> str | None:

@@ -49,13 +49,13 @@ class SkipGroup:
 
 
 def group_skipped(skipped) -> list[SkipGroup]:
-    """Records with ``name``, ``reason`` and ``bytes`` (or ``nbytes``) grouped by reason kind, largest first."""
+    """Records grouped by reason kind, largest first."""
     groups: dict[str, SkipGroup] = {}
     for s in skipped:
         kind = reason_group(s.reason)
         group = groups.get(kind) or groups.setdefault(kind, SkipGroup(kind))
         group.count += 1
-        group.bytes += getattr(s, "bytes", None) or getattr(s, "nbytes", 0) or 0
+        group.bytes += s.bytes
         group.names.append(s.name)
     return sorted(groups.values(), key=lambda g: (-g.bytes, -g.count, g.reason))
 

@@ -7,11 +7,10 @@ candidate ends with a decision and, when it stays FP32, a reason a person can ac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import onnx
 
 from olive_bf16_pass.options import ConversionOptions
+from olive_bf16_pass.report import SkippedRecord
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, data_type_name, expected_nbytes
 
 # Inputs whose value drives shapes or quantization math: FP32 is part of their meaning.
@@ -29,26 +28,18 @@ FLOAT32_ONLY_INPUTS: dict[tuple[str, str], frozenset[int]] = {
 }
 
 
-@dataclass
-class Skipped:
-    name: str
-    reason: str
-    nbytes: int
-    scope: str = "graph"
-
-
 _REDUCIBLE = (onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT16)
 
 
 def select(
     model: onnx.ModelProto, all_scopes: list[Scope], found: list[Definition], options: ConversionOptions
-) -> tuple[list[Definition], list[Skipped]]:
+) -> tuple[list[Definition], list[SkippedRecord]]:
     """Return the definitions that convert and those that stay as they are, with reasons."""
     graph_inputs = {i.name for i in model.graph.input}
     graph_outputs = {o.name for scope in all_scopes for o in scope.body.output if not isinstance(o, str)}
     graph_outputs.update(o for scope in all_scopes if scope.is_function for o in scope.body.output)
     chosen: list[Definition] = []
-    skipped: list[Skipped] = []
+    skipped: list[SkippedRecord] = []
     main = all_scopes[0]
     for definition in found:
         is_input = definition.scope is main and definition.node is None and definition.name in graph_inputs
@@ -59,7 +50,7 @@ def select(
             continue  # shape and index constants: not weights, not worth a line in the report
         else:
             nbytes = expected_nbytes(definition.tensor, definition.size) or 0
-            skipped.append(Skipped(definition.name, reason, nbytes, definition.scope.label))
+            skipped.append(SkippedRecord(definition.name, reason, nbytes, definition.scope.label))
     return chosen, skipped
 
 
