@@ -138,6 +138,11 @@ class Report:
                 f"size: {human_size(self.file_bytes_before)} -> {human_size(self.file_bytes_after)} "
                 f"(ratio {self.ratio:.3f})"
             )
+            if self.converted and self.file_bytes_after > self.file_bytes_before:
+                lines.append(
+                    "note: the output is larger than the input: each converted tensor gets a Cast node, which "
+                    "outweighs what tiny tensors save; raise min_elements (--min-elements, default 1024)"
+                )
         else:
             lines.append(
                 f"weights: {human_size(self.weight_bytes_before)} -> {human_size(self.weight_bytes_after)} "

@@ -498,3 +498,19 @@ def test_library_warnings_reach_stderr_as_one_line(capsys, fp32, tmp_path, monke
     monkeypatch.setattr(convert, "convert_file", warn_then_convert)
     rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "-q")
     assert rc == 0 and err == "olive-bf16: warning: exclude_initializers 'w' matches no tensor; see 'W'\n"
+
+
+def test_a_conversion_that_grows_the_file_says_why(capsys, tmp_path):
+    """Tiny tensors gain less than their Cast costs: the summary says so and names the way out."""
+    nodes, inits, prev = [], [], "x"
+    for i in range(50):
+        inits.append(helper.make_tensor(f"b{i}", TensorProto.FLOAT, [2], [0.5, float(i)]))
+        nodes.append(helper.make_node("Add", [prev, f"b{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("x", prev)]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:], inits),
+                                opset_imports=[helper.make_opsetid("", 17)], ir_version=10), tmp_path / "tiny.onnx")
+    rc, out, _ = run(capsys, "convert", tmp_path / "tiny.onnx", tmp_path / "out.onnx", "--min-elements", "1")
+    assert rc == 0 and "note: the output is larger than the input" in out and "--min-elements" in out
+    rc, out, _ = run(capsys, "convert", tmp_path / "tiny.onnx", tmp_path / "out2.onnx")
+    assert rc == 0 and "larger than the input" not in out  # nothing converted: nothing to explain
