@@ -67,7 +67,7 @@ class Definition:
     scope: Scope
     node: onnx.NodeProto | None = None  # the Constant node, for constants
     uses: list[Use] = field(default_factory=list)
-    size: int = 0  # elements, counted once: upb builds the dims list on every read
+    size: int = field(kw_only=True)  # elements, counted once: upb builds the dims list on every read
 
     @property
     def kind(self) -> str:
@@ -128,7 +128,7 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
         data: dict[str, Definition] = {}
         declared[id(scope)], data_in[id(scope)] = names, data
         for tensor in scope.initializers:
-            definition = Definition(tensor.name, tensor, scope, None, [], math.prod(tensor.dims))
+            definition = Definition(tensor.name, tensor, scope, size=math.prod(tensor.dims))
             found.append(definition)
             data[definition.name] = definition
         names.update(data)
@@ -153,7 +153,7 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
                 value = constant_value(node)
                 if value is not None:
                     name = node.output[0]
-                    definition = Definition(name, value, scope, node, [], math.prod(value.dims))
+                    definition = Definition(name, value, scope, node, size=math.prod(value.dims))
                     found.append(definition)
                     data[name] = definition
                     names.add(name)
