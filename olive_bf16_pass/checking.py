@@ -20,6 +20,8 @@ from olive_bf16_pass.io.wire import SkeletonScanner
 from olive_bf16_pass.traversal import constant_value, expected_nbytes, scopes
 from olive_bf16_pass.validation import TYPED_FIELDS
 
+__all__ = ["check", "check_written", "structure_only"]
+
 
 def check_written(path: Path) -> None:
     """The full check of the written .onnx, its big tensors' data left on disk."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import os
-import stat
 import sys
 from pathlib import Path
 
 from olive_bf16_pass import __version__
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -113,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     i.add_argument("model", type=Path, metavar="MODEL")
-    i.add_argument("--min-elements", type=int, default=1024, metavar="N", help="as for convert (1024)")
+    for flag, kwargs in cli_arguments():  # the same plan as convert's: the same options
+        i.add_argument(flag, **kwargs)
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     k = sub.add_parser(
@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with _library_warnings_to_stderr(args.debug):
-            return {"convert": _convert, "inspect": _inspect, "package-config": _package_config}[args.command](args)
+            from olive_bf16_pass import commands
+
+            run = {"convert": commands.convert, "inspect": commands.inspect, "package-config": commands.package_config}
+            run[args.command](args)
+            return EXIT_OK
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -177,16 +181,19 @@ class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from olive_bf16_pass.errors import one_line
 
-        return f"olive-bf16: {record.levelname.lower()}: {one_line(record.getMessage())}"
+        from olive_bf16_pass.options import in_flags
+
+        return f"olive-bf16: {record.levelname.lower()}: {in_flags(one_line(record.getMessage()))}"
 
 
 def _one_line(exc: Exception, conversion_error: type, args) -> str:
     """The message of ``exc`` as one line, in the command's words."""
     from olive_bf16_pass.errors import os_error_line
     from olive_bf16_pass.optional import MissingDependency
+    from olive_bf16_pass.options import in_flags
 
     if isinstance(exc, conversion_error):
-        message = str(exc).replace("pass in_place=True", "pass --in-place")
+        message = in_flags(str(exc))
     elif isinstance(exc, OSError):
         where = exc.filename
         if getattr(args, "command", None) == "convert" and (
@@ -200,149 +207,6 @@ def _one_line(exc: Exception, conversion_error: type, args) -> str:
     else:
         message = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback, and report it)"
     return " ".join(message.split())  # one line, whatever the message held
-
-
-def _options(args):
-    from dataclasses import fields
-
-    from olive_bf16_pass.options import ConversionOptions
-
-    return ConversionOptions(**{f.name: getattr(args, f.name) for f in fields(ConversionOptions)})
-
-
-class _ProgressBar:
-    """A one-line bar on stderr, shown only for models over about 100 MB."""
-
-    MIN_BYTES = 100 << 20
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.last = enabled, -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total < self.MIN_BYTES:
-            return
-        pct = done * 100 // max(total, 1)
-        if pct != self.last:
-            self.last = pct
-            bar = "#" * (pct // 4)
-            print(f"\rconverting [{bar:<25}] {pct:3d}%  {done >> 20}/{total >> 20} MB", end="", file=sys.stderr)
-            if done >= total:
-                print(file=sys.stderr)
-
-
-def _convert(args) -> int:
-    from olive_bf16_pass.convert import convert_file
-    from olive_bf16_pass.errors import ConversionError
-
-    _refuse_unsafe_paths(args, ConversionError)
-
-    # Left by a killed run: not deleted here, since a conversion running now into the same
-    # output would own them too; a run that fails or is interrupted removes its own.
-    from olive_bf16_pass.io.writer import temporaries_of
-
-    stale = temporaries_of(args.output)
-    if stale:
-        print(
-            f"olive-bf16: warning: {len(stale)} temporary file(s) of an interrupted run are beside the output: "
-            + ", ".join(p.name for p in stale[:3])
-            + ("" if len(stale) <= 3 else ", ...")
-            + "; delete them if no other conversion is running",
-            file=sys.stderr,
-        )
-    report = convert_file(
-        args.input,
-        args.output,
-        _options(args),
-        save_as_external_data=args.external_data or bool(args.external_data_name),
-        external_data_name=args.external_data_name,
-        in_place=args.in_place,
-        progress=_ProgressBar(not args.quiet and sys.stderr.isatty()),
-    )
-    if args.report:
-        try:
-            report.write_json(args.report)
-        except OSError as exc:
-            raise ConversionError(
-                f"{args.report}: cannot write the report ({exc.strerror or exc}); the model itself was written to "
-                + ", ".join(report.destination)
-            ) from exc
-    if not args.quiet:
-        print(report.summary())
-        print("wrote " + ", ".join(report.destination))
-    return EXIT_OK
-
-
-def _refuse_unsafe_paths(args, conversion_error: type) -> None:
-    """Before converting: OUT must be absent or a regular file, and --report must not replace a model file."""
-    data = args.output.parent / (args.external_data_name or f"{args.output.name}.data")
-    writes_data = args.external_data or bool(args.external_data_name)
-    for out in (args.output, data) if writes_data else (args.output,):
-        kind = _not_a_regular_file(out)
-        if kind:
-            raise conversion_error(
-                f"{out}: exists and is {kind}, not a regular file; it was left as it is. Choose an output path "
-                "that is a regular file or does not exist."
-            )
-    if args.report is None:
-        return
-    if not (args.report.parent if str(args.report.parent) else Path(".")).is_dir():
-        raise conversion_error(f"{args.report}: the report's folder does not exist; nothing was converted.")
-    models = {"the input model": args.input, "the output model": args.output, "the output's external data": data}
-    if args.report.exists():  # only an existing file can be one the input reads
-        from olive_bf16_pass.io.source import read_model
-
-        models.update({f"external data of the input ({p.name})": p for p in read_model(args.input).files})
-    for what, path in models.items():
-        if _same_path(args.report, path):
-            raise conversion_error(
-                f"{args.report}: the report would overwrite {what}; nothing was converted. Choose another report path."
-            )
-
-
-def _not_a_regular_file(path: Path) -> str | None:
-    """What ``path`` is when it exists and is not a regular file (links followed), else None."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:  # absent, or unreadable: the writer says so
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a device",
-             stat.S_ISBLK: "a device", stat.S_ISSOCK: "a socket"}
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    """The same file: one path after resolving links, or one file under two names (hard links, case)."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def _inspect(args) -> int:
-    from olive_bf16_pass.inspection import inspect_model
-
-    info = inspect_model(args.model, min_elements=args.min_elements)
-    print(json.dumps(info, indent=2) if args.json else info["text"])
-    return EXIT_OK
-
-
-def _package_config(args) -> int:
-    from olive_bf16_pass.olive.discovery import merged_package_config
-    from olive_bf16_pass.optional import OLIVE_HELP, MissingDependency, olive_range
-
-    try:
-        import olive.package_config  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependency(f"package-config needs Olive. {OLIVE_HELP.format(range=olive_range())}") from exc
-    text = json.dumps(merged_package_config(), indent=2) + "\n"
-    if args.output:
-        args.output.write_text(text)
-        print(f"wrote {args.output}; use it with: olive run --config RECIPE.json --package-config {args.output}")
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 
+__all__ = ["ConversionError", "one_line", "os_error_line"]
+
 
 class ConversionError(ValueError):
     """A model or a path that cannot be converted; the message says why and what to do."""

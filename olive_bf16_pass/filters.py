@@ -8,12 +8,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from olive_bf16_pass.options import ConversionOptions, flag_of
+from olive_bf16_pass.options import ConversionOptions
+
+__all__ = ["suggest", "unmatched_filters"]
 
 # option -> (what its entries name, which of the model's name sets they are matched against)
 _FILTERS = (
     ("op_block_list", "op type", "op_types"),
+    ("op_include_list", "op type", "op_types"),
     ("node_block_list", "node", "node_names"),
+    ("node_include_list", "node", "node_names"),
     ("include_initializers", "tensor", "tensor_names"),
     ("exclude_initializers", "tensor", "tensor_names"),
 )
@@ -39,7 +43,7 @@ def unmatched_filters(
                 continue
             hint = suggest(entry, known[names])
             warnings.append(
-                f"{option} ({flag_of(option)}) {entry!r} matches no {what} in the model, so it changes nothing"
+                f"{option} {entry!r} matches no {what} in the model, so it changes nothing"
                 + (f"; did you mean {hint!r}?" if hint else "; check the spelling (names are case-sensitive)")
             )
     return warnings

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 
+__all__ = ["gc_paused"]
+
 
 @contextlib.contextmanager
 def gc_paused():

@@ -22,7 +22,8 @@ from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_segments
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use, names_in
 
-MIN_OPSET = 13  # Cast from bfloat16 exists from opset 13 on
+__all__ = ["Converted", "apply", "moves_data", "reads_gather_table", "to_bfloat16"]
+
 _ALONE_BYTES = 1 << 22  # inline tensors this large are rounded alone; smaller ones together, up to
 _BATCH = 4096  # this many (or this many bytes) at a time
 _TO_FLOAT = onnx.helper.make_attribute("to", onnx.TensorProto.FLOAT)
@@ -53,13 +54,6 @@ class _Names:
             name = f"{base}_{n}"
         self.used.add(name)
         return name
-
-
-def main_opset(model: onnx.ModelProto) -> int | None:
-    for opset in model.opset_import:
-        if opset.domain in DEFAULT_DOMAINS:
-            return opset.version
-    return None
 
 
 def to_bfloat16(tensors: list[onnx.TensorProto], options: ConversionOptions) -> list[RoundingStats]:

@@ -1,4 +1,4 @@
-"""What a model holds and what ``convert`` would do to it, without writing anything."""
+"""What a model holds and what ``convert`` would do to it, without writing anything: the plan, printed."""
 
 from __future__ import annotations
 
@@ -7,80 +7,89 @@ from pathlib import Path
 
 import onnx
 
-from olive_bf16_pass import graph, selection, traversal
+from olive_bf16_pass import traversal
 from olive_bf16_pass.gc_pause import gc_paused
-from olive_bf16_pass.io.source import external_info, read_model
-from olive_bf16_pass.validation import unknown_types
+from olive_bf16_pass.io.source import SourceModel, external_info, read_model
+from olive_bf16_pass.opset import MIN_OPSET, main_opset
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.report import human_size, reason_group
+from olive_bf16_pass.plan import Plan, make_plan
+from olive_bf16_pass.report import SkippedRecord, group_skipped, human_size
+
+__all__ = ["inspect_model"]
 
 
 @gc_paused()
-def inspect_model(path: str | Path, min_elements: int = 1024) -> dict:
-    """A dict of figures plus ``text``, a human rendering of them."""
+def inspect_model(path: str | Path, options: ConversionOptions | None = None) -> dict:
+    """A dict of figures plus ``text``, a human rendering of them; ``options`` as ``convert`` would take them."""
     source = read_model(path)
+    plan = make_plan(source.skeleton, options or ConversionOptions())
+    info = {"path": str(path), **_holdings(source), **_verdict(plan)}
+    info["text"] = _text(info, plan)
+    return info
+
+
+def _holdings(source: SourceModel) -> dict:
+    """What the file holds, as read (before any upgrade)."""
     model = source.model
     by_dtype: Counter = Counter()
     count: Counter = Counter()
     external_files: Counter = Counter()
-    all_scopes = source.scopes
-    for tensor in traversal.iter_tensors(model, all_scopes):
+    for tensor in traversal.iter_tensors(model, source.scopes):
         name = traversal.data_type_name(tensor.data_type)
         by_dtype[name] += traversal.expected_nbytes(tensor) or 0
         count[name] += 1
         if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
-            info = external_info(tensor)
-            external_files[info["location"]] += int(info.get("length", 0))
-    found = traversal.definitions(all_scopes)
-    # read_model refused corrupt names and data; a type this onnx does not know is shown, not raised
-    options = ConversionOptions(min_elements=min_elements)
-    chosen, skipped = selection.select(model, all_scopes, found, options)
-    sparse = sum(len(s.body.sparse_initializer) for s in all_scopes if not s.is_function)
-    unknown = unknown_types(all_scopes)
-    refusals = []
-    if unknown:
-        refusals.append(unknown[0] + (f" ({len(unknown) - 1} more like it)" if len(unknown) > 1 else ""))
-    if sparse:
-        refusals.append(f"{sparse} sparse initializer(s)")
-    if not chosen and any(s.reason.startswith("dtype float16") for s in skipped):
-        refusals.append("float16 weights and no float32 ones")
-    saved = sum(c.size * 2 for c in chosen)
-    reasons = Counter(reason_group(s.reason) for s in skipped)
-    info = {
-        "path": str(path),
+            external_files[external_info(tensor)["location"]] += source.where(tensor)[2]
+    opset = main_opset(model)
+    return {
         "file_bytes": source.file_bytes,
         "ir_version": model.ir_version,
-        "opset": graph.main_opset(model),
-        "opset_ok": (graph.main_opset(model) or graph.MIN_OPSET) >= graph.MIN_OPSET,
+        "opset": opset,
+        "opset_ok": (opset or MIN_OPSET) >= MIN_OPSET,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "nodes": sum(len(s.body.node) for s in all_scopes),
+        "nodes": sum(len(s.body.node) for s in source.scopes),
         "tensor_bytes_by_dtype": dict(by_dtype),
         "tensor_count_by_dtype": dict(count),
         "external_data_files": dict(external_files),
-        "would_convert": len(chosen),
-        "would_keep": len(skipped),
-        "bytes_saved": saved,
-        "keep_reasons": dict(reasons),
-        "sparse_initializers": sparse,
-        "convert_refuses": refusals,
+        "sparse_initializers": sum(len(s.body.sparse_initializer) for s in source.scopes if not s.is_function),
     }
+
+
+def _verdict(plan: Plan) -> dict:
+    """What convert would do: the plan's figures, under the names the JSON has always had."""
+    groups = group_skipped([SkippedRecord.of(k) for k in plan.kept])
+    return {
+        "would_convert": len(plan.chosen),
+        "would_keep": len(plan.kept),
+        "bytes_saved": plan.saved_bytes,
+        "keep_reasons": {g.reason: g.count for g in groups},
+        "convert_refuses": list(plan.refusals),
+        "converts": [{"name": d.name, "scope": d.scope.label} for d in plan.chosen],
+        "warnings": list(plan.warnings),
+        "opset_upgrade": plan.opset_upgrade,
+    }
+
+
+def _text(info: dict, plan: Plan) -> str:
+    count, by_dtype = Counter(info["tensor_count_by_dtype"]), Counter(info["tensor_bytes_by_dtype"])
+    external = info["external_data_files"]
     lines = [
-        f"{path}: {human_size(source.file_bytes)}, IR {model.ir_version}, opset {info['opset']}"
-        + ("" if info["opset_ok"] else f" (below {graph.MIN_OPSET}: convert upgrades it, or refuses with "
-                                        "--no-upgrade-opset)"),
+        f"{info['path']}: {human_size(info['file_bytes'])}, IR {info['ir_version']}, opset {info['opset']}"
+        + ("" if info["opset_ok"] else f" (below {MIN_OPSET}: convert upgrades it, or refuses with "
+                                        "upgrade_opset=false)"),
         f"producer: {info['producer'] or '-'}; {info['nodes']} nodes",
         "tensors by dtype:",
         *(f"  {k:<10} {count[k]:>5} tensors {human_size(v):>12}" for k, v in by_dtype.most_common()),
-        "external data: "
-        + (", ".join(f"{k} ({human_size(v)})" for k, v in external_files.items()) if external_files else "none"),
+        "external data: " + (", ".join(f"{k} ({human_size(v)})" for k, v in external.items()) if external else "none"),
+        *(f"warning: {w}" for w in plan.warnings),
     ]
-    if refusals:
-        lines.append("convert will refuse this model: " + "; ".join(refusals))
-    else:
-        lines += [
-            f"convert would turn {len(chosen)} tensors to bfloat16, saving {human_size(saved)}, "
-            f"and keep {len(skipped)}" + (":" if skipped else ""),
-            *(f"  {n:>5}  {r}" for r, n in reasons.most_common(8)),
-        ]
-    info["text"] = "\n".join(lines)
-    return info
+    if plan.refusals:
+        lines.append("convert will refuse this model: " + "; ".join(plan.refusals))
+        return "\n".join(lines)
+    kept = info["keep_reasons"]
+    lines += [
+        f"convert would turn {len(plan.chosen)} tensors to bfloat16, saving {human_size(plan.saved_bytes)}, "
+        f"and keep {len(plan.kept)}" + (":" if kept else ""),
+        *(f"  {n:>5}  {r}" for r, n in list(kept.items())[:8]),
+    ]
+    return "\n".join(lines)

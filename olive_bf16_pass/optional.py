@@ -10,6 +10,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 
+__all__ = [
+    "MissingDependency", "OLIVE_HELP", "OLIVE_TESTED", "ONNXRUNTIME_HELP", "import_onnxruntime", "olive_range", "onnxruntime_distribution", "untested_olive_message",
+]
+
 ONNXRUNTIME_HELP = (
     "ONNX Runtime is not installed. Install the build for your hardware: "
     'pip install "olive-bf16-pass[cpu]" for the stock CPU build; on a Ryzen AI PC, activate the Ryzen AI '

@@ -8,12 +8,22 @@ neither Olive nor argparse.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from olive_bf16_pass.rounding import ROUNDINGS
 
 
-_NAME_LISTS = ("op_block_list", "node_block_list", "include_initializers", "exclude_initializers")
+__all__ = ["DEFAULT_MIN_ELEMENTS", "ConversionOptions", "cli_arguments", "flag_of", "in_flags", "pass_parameters"]
+
+DEFAULT_MIN_ELEMENTS = 1024  # smaller tensors stay FP32: a Cast node per tensor outweighs what they save
+_NAME_LISTS = (
+    "op_block_list", "op_include_list", "node_block_list", "node_include_list",
+    "include_initializers", "exclude_initializers",
+)
+# Olive's OnnxFloatToFloat16 vocabulary: an include list blocks every op type (node) it does not name
+_EXCLUSIVE = (("op_include_list", "op_block_list"), ("node_include_list", "node_block_list"))
 
 
 def _option(default, help: str, flag: str, cli_help: str, metavar: str | None = None, choices: tuple = ()):
@@ -40,13 +50,31 @@ class ConversionOptions:
         "let finite values beyond BF16's range become Inf (default: +-max BF16)",
     )
     min_elements: int = _option(
-        1024, "Tensors with fewer elements stay float32.", "--min-elements", "smaller tensors stay FP32 (1024)", "N"
+        DEFAULT_MIN_ELEMENTS,
+        "Tensors with fewer elements stay float32.",
+        "--min-elements",
+        f"smaller tensors stay FP32 ({DEFAULT_MIN_ELEMENTS})",
+        "N",
     )
     op_block_list: tuple[str, ...] = _option(
         (), "Inputs of nodes of these op types stay float32.", "--op-block", "op type whose inputs stay FP32", "OP"
     )
+    op_include_list: tuple[str, ...] | None = _option(
+        None,
+        "When set, only inputs of nodes of these op types may convert (exclusive with op_block_list).",
+        "--op-include",
+        "only inputs of this op type may convert",
+        "OP",
+    )
     node_block_list: tuple[str, ...] = _option(
         (), "Inputs of nodes with these names stay float32.", "--node-block", "node whose inputs stay FP32", "NAME"
+    )
+    node_include_list: tuple[str, ...] | None = _option(
+        None,
+        "When set, only inputs of nodes with these names may convert (exclusive with node_block_list).",
+        "--node-include",
+        "only inputs of this node may convert",
+        "NAME",
     )
     include_initializers: tuple[str, ...] | None = _option(
         None, "When set, only these tensors may convert.", "--include", "convert only these tensors", "TENSOR"
@@ -89,6 +117,10 @@ class ConversionOptions:
                 if isinstance(value, str):
                     raise ValueError(f"{name} must be a list of names, not the string {value!r}")
                 object.__setattr__(self, name, tuple(value))
+        for include, block in _EXCLUSIVE:
+            if getattr(self, include) is not None and getattr(self, block):
+                raise ValueError(f"{include} and {block} are mutually exclusive (as in Olive's OnnxFloatToFloat16); "
+                                 "give one of them")
 
     @property
     def has_filters(self) -> bool:
@@ -137,3 +169,26 @@ def cli_arguments() -> list[tuple[str, dict]]:
         kwargs.update({k: f.metadata[k] for k in ("metavar", "choices") if f.metadata[k]})
         arguments.append((f.metadata["flag"], kwargs))
     return arguments
+
+
+@functools.lru_cache(maxsize=1)
+def _flag_words() -> tuple[tuple[re.Pattern, str], ...]:
+    """Parameter names (and the phrases naming a switch's value) as the command line spells them."""
+    words = [
+        (re.compile(r"\bupgrade_opset=(?:false|False)"), "--no-upgrade-opset"),
+        (re.compile(r"\(upgrade_opset=True, the default\)"), "(the default; --no-upgrade-opset refuses)"),
+        (re.compile(r"\bin_place=True\b"), "--in-place"),
+    ]
+    for f in fields(ConversionOptions):
+        # a switch's name alone does not say which way it is set; a one-word name is also an English word
+        if not isinstance(f.default, bool) and "_" in f.name:
+            words.append((re.compile(rf"\b{f.name}\b"), f.metadata["flag"]))
+    return tuple(words)
+
+
+def in_flags(text: str) -> str:
+    """``text`` (the library's words: parameter names, as Olive and Python users set them) in the words of
+    the command line: ``op_block_list`` becomes ``--op-block``."""
+    for pattern, flag in _flag_words():
+        text = pattern.sub(flag, text)
+    return text

@@ -1,12 +1,26 @@
-"""The Report of one conversion: per-tensor figures, totals, JSON and a one-screen summary."""
+"""The Report of one conversion: per-tensor figures, totals, JSON and a one-screen summary.
+
+Built once (``Report.build``) from the plan and the edits' and streamer's figures, when they are
+final; nothing else sets its fields. Kept tensors are grouped by their ``KeepKind``.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
-import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from olive_bf16_pass.options import DEFAULT_MIN_ELEMENTS
+from olive_bf16_pass.traversal import expected_nbytes
+
+if TYPE_CHECKING:
+    from olive_bf16_pass.graph import Converted
+    from olive_bf16_pass.plan import Plan
+    from olive_bf16_pass.selection import Kept
+
+__all__ = ["Report", "SkipGroup", "SkippedRecord", "TensorRecord", "group_skipped", "human_size"]
 
 _GROUPS_SHOWN = 8
 
@@ -21,25 +35,6 @@ def human_size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-# reason (as selection words it) -> its kind, without the node, tensor or size that varies
-_REASON_KINDS = (
-    (re.compile(r"input of .* \(op type in op_block_list\)"), "input of an op_block_list node"),
-    (re.compile(r"input of node .* \(in node_block_list\)"), "input of a node_block_list node"),
-    (re.compile(r"input \d+ of .* needs float32.*"), "an input that must stay float32 (scales, roi)"),
-    (re.compile(r"\d+ elements, (fewer than min_elements=\d+)"), r"\1"),
-)
-
-
-@functools.lru_cache(maxsize=4096)  # a model of 100k tensors has a handful of distinct reasons
-def reason_group(reason: str) -> str:
-    """The kind of a reason, so tensors kept for the same cause share one summary line."""
-    for pattern, kind in _REASON_KINDS:
-        match = pattern.fullmatch(reason)
-        if match:
-            return match.expand(kind)
-    return reason
-
-
 @dataclass
 class SkipGroup:
     reason: str
@@ -48,12 +43,12 @@ class SkipGroup:
     names: list[str] = field(default_factory=list)
 
 
-def group_skipped(skipped) -> list[SkipGroup]:
-    """Records grouped by reason kind, largest first."""
-    groups: dict[str, SkipGroup] = {}
+def group_skipped(skipped: Sequence[SkippedRecord]) -> list[SkipGroup]:
+    """Records grouped by why they were kept (kind, and the dtype or threshold its words name), largest first."""
+    groups: dict[tuple[str, str], SkipGroup] = {}
     for s in skipped:
-        kind = reason_group(s.reason)
-        group = groups.get(kind) or groups.setdefault(kind, SkipGroup(kind))
+        key = (s.kind, s.group or s.reason)  # a record made without a kind groups by its own words
+        group = groups.get(key) or groups.setdefault(key, SkipGroup(key[1]))
         group.count += 1
         group.bytes += s.bytes
         group.names.append(s.name)
@@ -86,9 +81,17 @@ class TensorRecord:
 @dataclass
 class SkippedRecord:
     name: str
-    reason: str
+    reason: str  # this tensor's sentence: "input of MatMul node 'm' (op type in op_block_list)"
     bytes: int
     scope: str = "graph"
+    kind: str = ""  # selection.KeepKind's key: "op_block_list", "too_small", "dtype", ...
+    group: str = ""  # the words of its kind in the summary: "fewer than min_elements=1024"
+
+    @classmethod
+    def of(cls, kept: Kept) -> SkippedRecord:
+        d = kept.definition
+        return cls(d.name, kept.reason, expected_nbytes(d.tensor, d.size) or 0, d.scope.label, kept.kind.key,
+                   kept.group)
 
 
 @dataclass
@@ -105,6 +108,20 @@ class Report:
     options: dict = field(default_factory=dict)
     opset_upgrade: list[int] | None = None  # [from, to] when the converter upgraded the model's opset
     input_fails_checker: str | None = None  # onnx.checker's message when the input already failed it
+
+    @classmethod
+    def build(cls, plan: Plan, converted: Sequence[Converted], **written) -> Report:
+        """The report of ``plan`` carried out: ``converted``'s figures must be final (streamed ones too);
+        ``written``: the file figures (source, destination, file_bytes_*, seconds, input_fails_checker)."""
+        return cls(
+            converted=[_record(c) for c in converted],
+            skipped=[SkippedRecord.of(k) for k in plan.kept],
+            weight_bytes_before=plan.weight_bytes,
+            weight_bytes_after=plan.weight_bytes - plan.saved_bytes,
+            options=plan.options.to_dict(),
+            opset_upgrade=plan.opset_upgrade,
+            **written,
+        )
 
     @property
     def ratio(self) -> float:
@@ -132,7 +149,7 @@ class Report:
         lines = [f"converted {len(self.converted)} tensors to bfloat16, left {len(self.skipped)} as they were"]
         if self.opset_upgrade:
             lines.append(f"opset: upgraded from {self.opset_upgrade[0]} to {self.opset_upgrade[1]} (Cast from "
-                         "bfloat16 needs 13; --no-upgrade-opset refuses instead)")
+                         "bfloat16 needs 13; upgrade_opset=false refuses instead)")
         if self.file_bytes_after is not None:
             lines.append(
                 f"size: {human_size(self.file_bytes_before)} -> {human_size(self.file_bytes_after)} "
@@ -141,7 +158,7 @@ class Report:
             if self.converted and self.file_bytes_after > self.file_bytes_before:
                 lines.append(
                     "note: the output is larger than the input: each converted tensor gets a Cast node, which "
-                    "outweighs what tiny tensors save; raise min_elements (--min-elements, default 1024)"
+                    f"outweighs what tiny tensors save; raise min_elements (default {DEFAULT_MIN_ELEMENTS})"
                 )
         else:
             lines.append(
@@ -174,3 +191,12 @@ class Report:
         if self.seconds is not None:
             lines.append(f"time: {self.seconds:.2f} s")
         return "\n".join(lines)
+
+
+def _record(c: Converted) -> TensorRecord:
+    d, stats = c.definition, c.stats
+    return TensorRecord(
+        d.name, c.stored_name, d.kind, list(d.tensor.dims), d.size * 4, d.size * 2, c.widened, d.scope.label,
+        stats.max_abs_error, stats.max_rel_error, stats.nan_count, stats.inf_count, stats.saturated_count,
+        stats.overflow_count,
+    )

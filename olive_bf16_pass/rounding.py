@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
+__all__ = [
+    "BF16_MAX_BITS", "ROUNDINGS", "RoundingStats", "bfloat16_bits_to_float32", "float32_to_bfloat16_bits", "round_segments",
+]
+
 ROUNDINGS = ("nearest_even", "truncate")
 
 BF16_MAX_BITS = 0x7F7F  # 3.3895314e38, the largest finite bfloat16

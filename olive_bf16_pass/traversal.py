@@ -17,6 +17,11 @@ import ml_dtypes
 import numpy as np
 import onnx
 
+__all__ = [
+    "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "constant_value", "data_type_name", "definitions",
+    "elements", "expected_nbytes", "iter_tensors", "names_in", "scopes",
+]
+
 DEFAULT_DOMAINS = ("", "ai.onnx")
 _TENSOR, _TENSORS = onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS
 _GRAPH, _GRAPHS = onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS
@@ -73,6 +78,18 @@ class Definition:
     def kind(self) -> str:
         return "initializer" if self.node is None else "constant"
 
+
+@dataclass(eq=False)
+class Skeleton:
+    """A model (big tensors possibly still on disk) and its scopes, found once. Whatever replaces the
+    model (an opset upgrade copies it) makes a new Skeleton, so the scopes are never stale."""
+
+    model: onnx.ModelProto
+    scopes: list[Scope]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> Skeleton:
+        return cls(model, scopes(model))
 
 
 def scopes(model: onnx.ModelProto) -> list[Scope]:

@@ -11,6 +11,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 
+__all__ = [
+    "TYPED_FIELDS", "check_inline_data", "check_names", "describe", "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
+]
+
 _NOT_UTF8 = (
     "a name in the model is not valid UTF-8 ({where}{value!r}); the file is corrupt or not ONNX. "
     "Re-export it (or download it again)."
@@ -130,13 +134,6 @@ def unknown_types(all_scopes: list[Scope]) -> list[str]:
         for tensor in iter_tensors(None, all_scopes)
         if tensor.data_type not in _KNOWN_TYPES
     ]
-
-
-def check_types(all_scopes: list[Scope]) -> None:
-    unknown = unknown_types(all_scopes)
-    if unknown:
-        more = f" ({len(unknown) - 1} more tensors have unknown types)" if len(unknown) > 1 else ""
-        raise ConversionError(unknown[0] + more)
 
 
 # --- naming the bad field: a walk over every string field (only when one is bad) --------------

@@ -32,7 +32,8 @@ from _fuzz_models import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_bf16_pass.io import streamer, writer
+from olive_bf16_pass.io import streamer
+from olive_bf16_pass.io.destination import Destination
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.errors import ConversionError
 
@@ -383,7 +384,7 @@ class _FillsUp:
 def _fill_up(monkeypatch, room, on_temp=None):
     """Make every write of the converter, buffered or positional, draw on one small disk."""
     disk = _Disk(room)
-    real_temp, real_pwrite = writer._temp_beside, streamer.Output.pwrite
+    real_temp, real_pwrite = Destination.new_temporary, streamer.Output.pwrite
 
     def temp_beside(*args):
         f, path = real_temp(*args)
@@ -395,7 +396,7 @@ def _fill_up(monkeypatch, room, on_temp=None):
         disk.take(data)
         return real_pwrite(self, data, at)
 
-    monkeypatch.setattr(writer, "_temp_beside", temp_beside)
+    monkeypatch.setattr(Destination, "new_temporary", temp_beside)
     monkeypatch.setattr(streamer.Output, "pwrite", pwrite)
 
 
@@ -432,7 +433,7 @@ def test_opset_below_13_is_refused_when_asked(capsys, work):
     expect_error(
         capsys,
         ["convert", work / "old.onnx", work / "out.onnx", "--no-upgrade-opset"],
-        contains=["opset 12", "opset 13", "upgrade_opset"],
+        contains=["opset 12", "opset 13", "--no-upgrade-opset"],
         folders=[work],
     )
 
@@ -747,11 +748,11 @@ def test_external_data_location_with_a_nul_byte(capsys, work):
 @pytest.mark.parametrize(
     "flags, warning",
     [
-        (["--exclude", "w"], "exclude_initializers (--exclude) 'w' matches no tensor in the model, so it changes "
+        (["--exclude", "w"], "--exclude 'w' matches no tensor in the model, so it changes "
                              "nothing; did you mean 'W'?"),
-        (["--op-block", "Matmul"], "op_block_list (--op-block) 'Matmul' matches no op type in the model, so it "
+        (["--op-block", "Matmul"], "--op-block 'Matmul' matches no op type in the model, so it "
                                    "changes nothing; did you mean 'MatMul'?"),
-        (["--node-block", "zzz"], "node_block_list (--node-block) 'zzz' matches no node in the model, so it "
+        (["--node-block", "zzz"], "--node-block 'zzz' matches no node in the model, so it "
                                   "changes nothing; check the spelling (names are case-sensitive)"),
     ],
     ids=["exclude", "op-block", "node-block"],

@@ -15,7 +15,7 @@ import pytest
 from _fuzz_models import make_model, matmul_model, run_session, save_with_external_data
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_bf16_pass import cli
+from olive_bf16_pass import cli, commands
 from olive_bf16_pass.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_convert_summary_and_result(capsys, fp32, tmp_path):
     assert lines[0] == "converted 1 tensors to bfloat16, left 1 as they were"
     assert any(line.startswith("size: ") and "ratio 0.5" in line for line in lines)
     assert any(line.startswith("worst rounding error: ") and "(W)" in line for line in lines)
-    assert any("kept" in line and "fewer than min_elements=1024" in line for line in lines)
+    assert any("kept" in line and "fewer than --min-elements=1024" in line for line in lines)
     assert lines[-1] == f"wrote {out_path}"
     assert len(lines) <= 24  # one screen
     x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
@@ -172,8 +172,9 @@ def test_report_json(capsys, fp32, tmp_path):
     assert 0 < record["max_rel_error"] <= 2**-8 and record["max_abs_error"] > 0
     assert record["nan_count"] == record["inf_count"] == 0
     assert report["skipped"] == [
-        {"name": "b", "reason": "64 elements, fewer than min_elements=1024", "bytes": 256, "scope": "graph"}
-    ]
+        {"name": "b", "reason": "64 elements, fewer than min_elements=1024", "bytes": 256, "scope": "graph",
+         "kind": "too_small", "group": "fewer than min_elements=1024"}
+    ]  # the JSON keeps the library's words (parameter names); only printed text speaks flags
     assert record["scope"] == "graph" and report["opset_upgrade"] is None
     assert report["options"]["min_elements"] == 1024 and report["options"]["rounding"] == "nearest_even"
     assert 0.45 < report["ratio"] < 0.55
@@ -214,12 +215,14 @@ def test_every_flag_reaches_the_options():
             "--no-upgrade-opset",
         ]
     )
-    assert cli._options(args).to_dict() == {
+    assert commands.options_of(args).to_dict() == {
         "rounding": "truncate",
         "saturate": False,
         "min_elements": 7,
         "op_block_list": ["Gemm", "Conv"],
         "node_block_list": ["n1"],
+        "op_include_list": None,
+        "node_include_list": None,
         "include_initializers": ["t1", "t2"],
         "exclude_initializers": ["t3"],
         "convert_constants": False,
@@ -227,7 +230,7 @@ def test_every_flag_reaches_the_options():
         "cast_after_gather": False,
         "upgrade_opset": False,
     }
-    defaults = cli._options(cli._parser().parse_args(["convert", "a", "b"]))
+    defaults = commands.options_of(cli._parser().parse_args(["convert", "a", "b"]))
     from olive_bf16_pass.options import ConversionOptions
 
     assert defaults == ConversionOptions()
@@ -354,19 +357,19 @@ def test_external_data_input(capsys, tmp_path):
 
 
 def test_progress_bar_unit(capsys):
-    bar = cli._ProgressBar(True)
+    bar = commands.ProgressBar(True)
     total = 200 << 20
     for done in range(0, total + 1, total // 10):
         bar(done, total)
     err = capsys.readouterr().err
     assert "100%" in err and "200/200 MB" in err and err.endswith("\n")
-    cli._ProgressBar(True)(1, 50 << 20)  # a small model: no bar
-    cli._ProgressBar(False)(1, total)  # not a terminal, or --quiet
+    commands.ProgressBar(True)(1, 50 << 20)  # a small model: no bar
+    commands.ProgressBar(False)(1, total)  # not a terminal, or --quiet
     assert capsys.readouterr().err == ""
 
 
 def test_progress_bar_in_convert(capsys, fp32, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli._ProgressBar, "MIN_BYTES", 0)
+    monkeypatch.setattr(commands.ProgressBar, "MIN_BYTES", 0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx")
     assert rc == 0 and "converting [" in err and "100%" in err
@@ -412,7 +415,7 @@ def test_inspect_says_what_convert_would_refuse(capsys, tmp_path):
     old = run(capsys, "inspect", tmp_path / "old.onnx")[1]
     assert "opset 11 (below 13: convert upgrades it, or refuses with --no-upgrade-opset)" in old
     assert "convert will refuse" not in old and "convert would turn 1 tensors to bfloat16" in old
-    assert "float16 weights" in run(capsys, "inspect", tmp_path / "half.onnx")[1]
+    assert "weights are float16 and none are float32" in run(capsys, "inspect", tmp_path / "half.onnx")[1]
 
 
 def test_inspect_after_convert(capsys, fp32, tmp_path):
@@ -497,7 +500,7 @@ def test_library_warnings_reach_stderr_as_one_line(capsys, fp32, tmp_path, monke
 
     monkeypatch.setattr(convert, "convert_file", warn_then_convert)
     rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "-q")
-    assert rc == 0 and err == "olive-bf16: warning: exclude_initializers 'w' matches no tensor; see 'W'\n"
+    assert rc == 0 and err == "olive-bf16: warning: --exclude 'w' matches no tensor; see 'W'\n"
 
 
 def test_a_conversion_that_grows_the_file_says_why(capsys, tmp_path):

@@ -1,31 +1,58 @@
 """The summary says why tensors stayed FP32 by reason kind, not one line per node."""
 
-from olive_bf16_pass.report import Report, SkippedRecord, group_skipped, reason_group
+from onnx import TensorProto, helper
+
+from helpers import make_model, rand, tensor
+from olive_bf16_pass.options import ConversionOptions
+from olive_bf16_pass.plan import make_plan
+from olive_bf16_pass.report import Report, SkippedRecord, group_skipped
+from olive_bf16_pass.selection import KeepKind
+from olive_bf16_pass.traversal import Skeleton
 
 
-def _skipped(n: int, reason: str, nbytes: int, prefix: str) -> list[SkippedRecord]:
-    return [SkippedRecord(f"{prefix}{i}", reason.format(i=i), nbytes) for i in range(n)]
+def _skipped(n: int, reason: str, nbytes: int, prefix: str, kind: KeepKind, group: str = "") -> list[SkippedRecord]:
+    group = kind.group.format(group)
+    return [SkippedRecord(f"{prefix}{i}", reason.format(i=i), nbytes, kind=kind.key, group=group) for i in range(n)]
 
 
 def _report() -> Report:
     skipped = (
-        _skipped(12, "input of MatMul node 'mm{i}' (op type in op_block_list)", 4096, "W")
-        + _skipped(2, "input of node 'head{i}' (in node_block_list)", 1000, "H")
-        + _skipped(30, "{i} elements, fewer than min_elements=1024", 256, "b")
-        + _skipped(1, "input 1 of DequantizeLinear node 'dq{i}' needs float32 (scales, roi)", 4, "scale")
-        + _skipped(1, "already bfloat16", 2048, "E_bf16_")
+        _skipped(12, "input of MatMul node 'mm{i}' (op type in op_block_list)", 4096, "W", KeepKind.OP_BLOCKED)
+        + _skipped(2, "input of node 'head{i}' (in node_block_list)", 1000, "H", KeepKind.NODE_BLOCKED)
+        + _skipped(30, "{i} elements, fewer than min_elements=1024", 256, "b", KeepKind.TOO_SMALL, "1024")
+        + _skipped(1, "input 1 of DequantizeLinear node 'dq{i}' needs float32 (scales, roi)", 4, "scale",
+                   KeepKind.FLOAT32_INPUT)
+        + _skipped(1, "already bfloat16", 2048, "E_bf16_", KeepKind.ALREADY_BF16)
     )
     return Report(skipped=skipped, weight_bytes_before=100_000, weight_bytes_after=90_000)
 
 
+def _blocked_model():
+    """Two MatMuls and a Gemm, one small bias, one float16 and one int64 weight: five kinds of keeping."""
+    inits = [tensor("A", rand((64, 64))), tensor("B", rand((64, 64))), tensor("C", rand((64, 64))),
+             tensor("bias", rand((64,))), tensor("H", rand((64, 64)).astype("float16")),
+             tensor("I", rand((64, 64)).astype("int64"))]
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["a"], name="mm0"),
+             helper.make_node("MatMul", ["a", "B"], ["b"], name="mm1"),
+             helper.make_node("Gemm", ["b", "C", "bias"], ["c"], name="g"),
+             helper.make_node("Cast", ["H"], ["hf"], to=TensorProto.FLOAT), helper.make_node("Add", ["c", "hf"], ["d"]),
+             helper.make_node("Cast", ["I"], ["if"], to=TensorProto.FLOAT), helper.make_node("Add", ["d", "if"], ["y"])]
+    io = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [64, 64])  # noqa: E731
+    return make_model(nodes, [io("x")], [io("y")], inits)
+
+
 def test_reasons_group_by_kind_without_the_node_or_the_size():
-    assert reason_group("input of MatMul node 'a' (op type in op_block_list)") == "input of an op_block_list node"
-    assert reason_group("input of Gemm node 'b' (op type in op_block_list)") == "input of an op_block_list node"
-    assert reason_group("input of node 'x' (in node_block_list)") == "input of a node_block_list node"
-    assert reason_group("64 elements, fewer than min_elements=1024") == "fewer than min_elements=1024"
-    assert reason_group("input 2 of Resize node 'r' needs float32 (scales, roi)").startswith("an input that must")
-    assert reason_group("not used by any node") == "not used by any node"  # reasons with no variable part stay
-    assert reason_group("dtype float16 (only float32 converts)") == "dtype float16 (only float32 converts)"
+    model = _blocked_model()
+    plan = make_plan(Skeleton.of(model), ConversionOptions(op_block_list=["MatMul"]))
+    kept = {k.definition.name: k for k in plan.kept}
+    assert kept["A"].kind is kept["B"].kind is KeepKind.OP_BLOCKED and kept["A"].reason != kept["B"].reason
+    assert kept["A"].group == kept["B"].group == "input of an op_block_list node"
+    assert kept["bias"].kind is KeepKind.TOO_SMALL and kept["bias"].group == "fewer than min_elements=1024"
+    assert kept["H"].group == "dtype float16 (only float32 converts)" != kept["I"].group  # one group per dtype
+    records = [SkippedRecord.of(k) for k in plan.kept]
+    groups = {g.reason: g.count for g in group_skipped(records)}
+    assert groups["input of an op_block_list node"] == 2
+    assert {r.kind for r in records} == {"op_block_list", "too_small", "dtype"}
 
 
 def test_groups_count_bytes_and_keep_every_name_largest_first():

@@ -11,7 +11,7 @@ from olive_bf16_pass.traversal import definitions, scopes
 def _reasons(model, **options):
     all_scopes = scopes(model)
     chosen, skipped = select(model, all_scopes, definitions(all_scopes), ConversionOptions(**options))
-    return {c.name for c in chosen}, {s.name: s.reason for s in skipped}
+    return {c.name for c in chosen}, {s.definition.name: s.reason for s in skipped}
 
 
 def test_default_selects_large_float_tensors_only():

@@ -14,6 +14,8 @@ from olive_bf16_pass.io.streamer import Conversion, Streamer
 from olive_bf16_pass.io.wire import RAW_DATA, len_field
 from olive_bf16_pass.traversal import iter_tensors, scopes
 
+__all__ = ["clear_external", "pieces"]
+
 # message type -> its fields that may hold tensors still on disk; the rest serialize as they are
 def _fields(kind, *names):
     """(name, number, repeated) of fields, from onnx's own descriptors."""

@@ -22,7 +22,9 @@ from google.protobuf.message import DecodeError
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
 from olive_bf16_pass.io.wire import SkeletonScanner, Truncated
-from olive_bf16_pass.traversal import Scope, expected_nbytes, iter_tensors, scopes
+from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors
+
+__all__ = ["INLINE_LIMIT", "SourceModel", "external_info", "location_parts", "read_model", "resolve_external"]
 
 INLINE_LIMIT = 1024  # raw_data of at least this many bytes stays on disk in the skeleton
 _SEPARATORS = re.compile(r"[\\/]")
@@ -49,31 +51,43 @@ def location_parts(location: str) -> list[str] | None:
 
 @dataclass
 class SourceModel:
-    """A model read for conversion: its skeleton and where its tensors' bytes live."""
+    """A model read for conversion: its skeleton, and where each of its tensors' bytes is (found once)."""
 
-    model: onnx.ModelProto
+    skeleton: Skeleton
     path: Path  # the model file, as given
     file: Path  # the model file itself, links resolved
-    base_dir: Path  # the folder external data is relative to: the given path's folder
-    spans: frozenset[tuple[int, int]] = frozenset()  # (offset, length) lifted from the model file
+    locations: dict[tuple[str, str, str], tuple[Path, int, int]] = field(default_factory=dict)
     files: frozenset[Path] = field(default_factory=frozenset)  # every file read, resolved
-    scopes: list[Scope] | None = None  # the skeleton's scopes, found once
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        return self.skeleton.model
+
+    @property
+    def scopes(self) -> list[Scope]:
+        return self.skeleton.scopes
 
     @property
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files)
 
-    def where(self, tensor: onnx.TensorProto, nbytes: int | None = None) -> tuple[Path, int, int]:
-        """Checked (file, offset, length) of an external tensor's bytes; ``nbytes``: the length its
-        source type needs, when the graph edits have already retyped it."""
-        info = external_info(tensor)
+    def where(self, tensor: onnx.TensorProto) -> tuple[Path, int, int]:
+        """The checked (file, offset, length) of an external tensor's bytes, as found when the model was read.
+
+        Looked up by the reference's value, not the message's identity, so the copies an opset upgrade
+        makes find their bytes too."""
         try:
-            span = (int(info.get("offset", 0)), int(info["length"]))
-        except (KeyError, ValueError):
-            span = None
-        if span in self.spans and info.get("location") == self.path.name:
-            return self.file, span[0], span[1]  # bytes the skeleton lifted out of the model file
-        return resolve_external(self.base_dir, tensor, nbytes, also_inside=self.file.parent)
+            return self.locations[_reference(tensor)]
+        except KeyError:
+            raise ConversionError(
+                f"tensor {tensor.name!r}: its external data reference was not in the model that was read; this is "
+                "a bug in the converter: please report it."
+            ) from None
+
+
+def _reference(tensor: onnx.TensorProto) -> tuple[str, str, str]:
+    info = external_info(tensor)
+    return info.get("location", ""), info.get("offset", "0"), info.get("length", "")
 
 
 def _check_input_path(path: Path) -> Path:
@@ -106,9 +120,9 @@ def read_model(path: str | os.PathLike) -> SourceModel:
     try:
         with open(resolved, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             scanner = SkeletonScanner(buf, path.name, INLINE_LIMIT)
-            skeleton = scanner.scan()
+            raw = scanner.scan()
         model = onnx.ModelProto()
-        model.ParseFromString(skeleton)
+        model.ParseFromString(raw)
     except UnicodeDecodeError as exc:  # protobuf runtimes that validate strings while parsing
         raise ConversionError(f"{path}: {validation.not_utf8('', exc.object[exc.start:exc.end])}") from exc
     except (Truncated, DecodeError, ValueError, OSError) as exc:
@@ -117,21 +131,32 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         raise ConversionError(not_onnx) from exc
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ConversionError(not_onnx)
-    all_scopes = scopes(model)
-    validation.check_names(model, all_scopes, f"{path}: ")  # before any name is used: locations are names too
-    validation.check_inline_data(all_scopes, f"{path}: ")
-    source = SourceModel(model, path, resolved, path.parent, frozenset(scanner.spans), scopes=all_scopes)
-    files = {resolved}
-    for tensor in iter_tensors(model, all_scopes):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            file, _, length = source.where(tensor)
-            files.add(file)
-            lifted = file == resolved and external_info(tensor).get("location") == path.name
-            problem = validation.size_problem(tensor, "raw_data", length) if lifted else None
+    skeleton = Skeleton.of(model)
+    validation.check_names(model, skeleton.scopes, f"{path}: ")  # before any name is used: locations are names too
+    validation.check_inline_data(skeleton.scopes, f"{path}: ")
+    lifted = frozenset(scanner.spans)  # (offset, length) of raw_data the scanner left in the model file
+    locations: dict[tuple[str, str, str], tuple[Path, int, int]] = {}
+    for tensor in iter_tensors(model, skeleton.scopes):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        reference = _reference(tensor)  # each tensor is checked against its own shape, tied ones too
+        span = _span(reference)
+        if span in lifted and reference[0] == path.name:
+            problem = validation.size_problem(tensor, "raw_data", span[1])
             if problem:
-                raise ConversionError(f"{path}: {validation.describe(all_scopes, tensor)}: {problem}")
-    source.files = frozenset(files)
-    return source
+                raise ConversionError(f"{path}: {validation.describe(skeleton.scopes, tensor)}: {problem}")
+            locations[reference] = (resolved, *span)
+        else:
+            locations[reference] = resolve_external(path.parent, tensor, also_inside=resolved.parent)
+    files = frozenset({resolved, *(file for file, _, _ in locations.values())})
+    return SourceModel(skeleton, path, resolved, locations, files)
+
+
+def _span(reference: tuple[str, str, str]) -> tuple[int, int] | None:
+    try:
+        return int(reference[1]), int(reference[2])
+    except ValueError:
+        return None
 
 
 def resolve_external(

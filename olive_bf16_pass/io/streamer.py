@@ -20,7 +20,8 @@ import onnx
 
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits
-from olive_bf16_pass.traversal import elements
+
+__all__ = ["CHUNK_BYTES", "Conversion", "Handles", "MemoryOutput", "Output", "Progress", "Streamer"]
 
 CHUNK_BYTES = 16 << 20
 Progress = Callable[[int, int], None]
@@ -32,10 +33,6 @@ class Conversion:
 
     tensor: onnx.TensorProto
     stats: RoundingStats = field(default_factory=RoundingStats)
-
-    @property
-    def source_nbytes(self) -> int:
-        return elements(self.tensor) * 4
 
 
 class Handles:
@@ -119,8 +116,7 @@ class Streamer:
     WORKERS = 2
     SLOTS = 4
 
-    def __init__(self, locate: Callable[[onnx.TensorProto, int | None], tuple[Path, int, int]], rounding: str,
-                 saturate: bool):
+    def __init__(self, locate: Callable[[onnx.TensorProto], tuple[Path, int, int]], rounding: str, saturate: bool):
         self.locate, self.rounding, self.saturate = locate, rounding, saturate
         self._sources = Handles("rb")
         self._in = [bytearray(CHUNK_BYTES) for _ in range(self.SLOTS)]
@@ -133,11 +129,8 @@ class Streamer:
         self.total = 0
         self.progress: Progress | None = None
 
-    def where(self, tensor: onnx.TensorProto, conversion: Conversion | None) -> tuple[Path, int, int]:
-        return self.locate(tensor, conversion.source_nbytes if conversion else None)
-
     def out_nbytes(self, tensor: onnx.TensorProto, conversion: Conversion | None) -> int:
-        length = self.where(tensor, conversion)[2]
+        length = self.locate(tensor)[2]
         return length // 2 if conversion else length
 
     def flush(self) -> None:
@@ -163,7 +156,7 @@ class Streamer:
 
     def copy(self, tensor: onnx.TensorProto, out: Output, position: int, conversion: Conversion | None) -> int:
         """Queue the tensor's (converted) bytes for ``out`` at ``position``; return their size."""
-        path, offset, length = self.where(tensor, conversion)
+        path, offset, length = self.locate(tensor)
         for start in range(0, length, CHUNK_BYTES):
             n = min(CHUNK_BYTES, length - start)
             at = position + (start // 2 if conversion else start)

@@ -13,6 +13,10 @@ from collections.abc import Iterator
 
 import onnx
 
+__all__ = [
+    "DATA_LOCATION", "EXTERNAL_DATA", "RAW_DATA", "SkeletonScanner", "Truncated", "fields", "len_field", "read_varint", "varint",
+]
+
 _LEN = 2  # wire type of length-delimited fields
 _EXTERNAL = onnx.TensorProto.EXTERNAL
 

@@ -9,27 +9,31 @@ rename: Windows cannot replace a file that is still open.
 from __future__ import annotations
 
 import contextlib
-import glob
-import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import onnx
 
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io import serializer
+from olive_bf16_pass.io.destination import Destination, default_data_name
 from olive_bf16_pass.io.source import location_parts
 from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.streamer import Conversion, Output, Streamer
-from olive_bf16_pass.traversal import Scope, iter_tensors, scopes
+from olive_bf16_pass.traversal import Skeleton, iter_tensors
+
+__all__ = ["DEFAULT_SIZE_THRESHOLD", "PROTOBUF_LIMIT", "ExternalDataSpec", "Written", "write_model"]
+
+Checked = TypeVar("Checked")
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_SIZE_THRESHOLD = 1024  # bytes, as onnx.save and Olive's size_threshold default
 PROTOBUF_LIMIT = 2**31 - 1  # a single-file model must serialize below 2 GB
 _ALIGN = 4096  # external data offsets: page-aligned, so runtimes may map them
 # Non-float tensors under this many bytes stay in the .onnx whatever size_threshold says:
@@ -39,35 +43,39 @@ _SHAPE_LIKE_BYTES = 1024
 _FLOAT_TYPES = frozenset(
     {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 )
-_SHORT_NAME = 64  # longer output names are shortened in temporaries (NAME_MAX 255, Windows MAX_PATH 260)
 
 
 @dataclass
 class ExternalDataSpec:
     """How the output stores its tensors outside the .onnx file."""
 
-    name: str | None = None  # file name beside the model; default "<model file>.data"
-    size_threshold: int = 1024  # tensors with fewer bytes stay inline
+    size_threshold: int = DEFAULT_SIZE_THRESHOLD  # tensors with fewer bytes stay inline
     convert_attribute: bool = False  # Constant values and other attribute tensors go out too
 
 
+@dataclass
+class Written(Generic[Checked]):
+    files: list[Path]  # model last
+    checked: Checked | None  # what ``check`` returned
+
+
 def write_model(
-    model: onnx.ModelProto,
-    dst: Path,
+    skeleton: Skeleton,
+    destination: Destination,
     streamer: Streamer,
     conversions: dict[int, Conversion],
     external: ExternalDataSpec | None,
-    check: Callable[[Path], None] | None = None,
-    all_scopes: list[Scope] | None = None,
-) -> list[Path]:
-    """Write ``model`` to ``dst`` atomically; return the files written.
+    check: Callable[[Path], Checked] | None = None,
+) -> Written[Checked]:
+    """Write the skeleton's model to ``destination`` atomically; return the files written and ``check``'s answer.
 
     ``conversions`` (keyed by ``id`` of the tensor message) names the tensors still on disk that
     become BF16 on the way; every other external tensor is copied as it is. ``check`` gets the
     written temporary .onnx before anything is renamed into place.
     """
-    dst = Path(dst)
-    folder = dst.parent if str(dst.parent) else Path(".")
+    model, all_scopes = skeleton.model, skeleton.scopes
+    dst = destination.model
+    folder = destination.folder
     if not folder.is_dir():
         if folder.exists():
             raise ConversionError(f"{dst}: {folder} is not a folder. Choose an output path inside a folder.")
@@ -79,29 +87,27 @@ def write_model(
     temps: list[tuple[Path, Path]] = []  # (temporary, final)
     created: list[Path] = []  # every temporary, registered as soon as it exists
     try:
-        all_scopes = all_scopes or scopes(model)  # found once, used by every step below
         external_tensors = [t for t in iter_tensors(model, all_scopes) if t.data_location == onnx.TensorProto.EXTERNAL]
-        streamer.total = sum(streamer.where(t, conversions.get(id(t)))[2] for t in external_tensors)
+        streamer.total = sum(streamer.locate(t)[2] for t in external_tensors)
         if external is None:
             pieces, size = serializer.pieces(model, streamer, conversions, all_scopes=all_scopes)
             if size >= PROTOBUF_LIMIT:
                 logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
                 external = ExternalDataSpec()
             else:
-                temps.append((_write_pieces(pieces, dst, streamer, conversions, created), dst))
+                temps.append((_write_pieces(pieces, destination, streamer, created), dst))
         if external is not None:
-            temps.extend(_write_with_external_data(model, dst, external, streamer, conversions, created, all_scopes))
+            temps.extend(_write_with_external_data(skeleton, destination, external, streamer, conversions, created))
         streamer.close()  # an in-place write replaces the very file it read from
-        if check is not None:
-            check(next(tmp for tmp, final in temps if final == dst))
-        with _renaming(dst):
+        checked = check(next(tmp for tmp, final in temps if final == dst)) if check is not None else None
+        with _renaming(destination):
             if len(temps) > 1 and any(final.exists() for _, final in temps if final != dst) and dst.exists():
                 # an old model beside a data file about to be replaced would read the new bytes at its
                 # old offsets: remove it first, so an interruption leaves no model rather than a wrong one
                 _replace_or_explain(dst.unlink, dst)
             for tmp, final in sorted(temps, key=lambda pair: pair[1] == dst):  # data first
                 _replace_or_explain(lambda: os.replace(tmp, final), final)
-        return [final for _, final in temps]
+        return Written([final for _, final in temps], checked)
     except BaseException:
         streamer.close()
         for tmp in created:
@@ -117,11 +123,11 @@ _LOCK_WAIT_SECONDS = 120.0
 
 
 @contextlib.contextmanager
-def _renaming(dst: Path):
+def _renaming(destination: Destination):
     """One writer at a time renames its files into OUT's place, so the model and data file that
     end up there always come from the same run (two runs into one OUT could otherwise pair one's
     model with the other's data). A lock file beside OUT, made with O_EXCL, works on every platform."""
-    lock = dst.parent / f"{_temp_prefix(dst)}lock"
+    dst, lock = destination.model, destination.lock
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while True:
         try:
@@ -161,42 +167,8 @@ def _replace_or_explain(action: Callable[[], None], final: Path) -> None:
         ) from exc
 
 
-# --- temporaries -----------------------------------------------------------------------------
-
-
-def _temp_prefix(dst: Path) -> str:
-    """``.OUT.``, or for a long OUT its start and a hash, so temporaries stay within name limits."""
-    name = dst.name
-    if len(name) > _SHORT_NAME:
-        name = f"{name[:40]}~{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
-    return f".{name}."
-
-
-def temporaries_of(dst: Path) -> list[Path]:
-    """Temporary files a write into ``dst`` makes (left behind only by a killed run)."""
-    folder = dst.parent if str(dst.parent) else Path(".")
-    try:
-        return sorted(folder.glob(f"{glob.escape(_temp_prefix(dst))}*.tmp"))
-    except OSError:
-        return []
-
-
-def _temp_beside(dst: Path, suffix: str, created: list[Path]) -> tuple[object, Path]:
-    fd, name = tempfile.mkstemp(prefix=_temp_prefix(dst), suffix=suffix + ".tmp", dir=dst.parent)
-    created.append(Path(name))
-    out = os.fdopen(fd, "wb")
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets a plain file's mode
-    return out, Path(name)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_pieces(pieces: list, dst: Path, streamer: Streamer, conversions, created: list[Path]) -> Path:
-    out, tmp = _temp_beside(dst, "", created)
+def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, created: list[Path]) -> Path:
+    out, tmp = destination.new_temporary("", created)
     with out:
         target = Output(tmp)
         try:
@@ -227,24 +199,24 @@ def _write_pieces(pieces: list, dst: Path, streamer: Streamer, conversions, crea
 
 
 def _write_with_external_data(
-    model: onnx.ModelProto,
-    dst: Path,
+    skeleton: Skeleton,
+    destination: Destination,
     spec: ExternalDataSpec,
     streamer: Streamer,
     conversions: dict[int, Conversion],
     created: list[Path],
-    all_scopes: list[Scope],
 ) -> list[tuple[Path, Path]]:
-    name = spec.name or f"{dst.name}.data"
+    model, all_scopes, dst = skeleton.model, skeleton.scopes, destination.model
+    name = destination.data_name or default_data_name(dst.name)
     if location_parts(name) != [name]:
         raise ConversionError(f"external data name {name!r} must be a plain file name, without folders.")
     if name == dst.name:
         raise ConversionError(f"external data name {name!r} is the model's own file name; choose another.")
-    data = dst.parent / name
+    data = destination.data
     if data.exists() and not data.is_file():
         raise ConversionError(f"{data}: exists and is not a regular file (a pipe, a device or a folder); "
                               "choose another external data name.")
-    data_out, data_tmp = _temp_beside(dst, ".data", created)
+    data_out, data_tmp = destination.new_temporary(".data", created)
     offset = 0
     written: dict[int, onnx.TensorProto] = {}  # tensors now referring to the data file (kept alive: ids stay theirs)
     with data_out:
@@ -283,4 +255,4 @@ def _write_with_external_data(
         os.fsync(data_out.fileno())
     # what stays in the .onnx (small tensors, attribute tensors) streams there from its source
     pieces, _ = serializer.pieces(model, streamer, conversions, frozenset(written), all_scopes)
-    return [(data_tmp, dst.parent / name), (_write_pieces(pieces, dst, streamer, conversions, created), dst)]
+    return [(data_tmp, data), (_write_pieces(pieces, destination, streamer, created), dst)]

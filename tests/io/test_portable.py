@@ -26,6 +26,7 @@ import no_posix
 from helpers import embedding_mlp, if_subgraph_model, make_model, rand, run, save, tensor
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
 from olive_bf16_pass.io import source, writer
+from olive_bf16_pass.io.destination import Destination
 
 TESTS = Path(__file__).parent.parent
 PACKAGE = TESTS.parent / "olive_bf16_pass"
@@ -281,18 +282,18 @@ def test_a_long_output_name_keeps_its_temporaries_short(tmp_path, monkeypatch):
     src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
     dst = tmp_path / ("m" * 245 + ".onnx")  # 250 characters: legal, and ".NAME.xxxxxxxx.data.tmp" would not be
     names = []
-    real = writer._temp_beside
+    real = Destination.new_temporary
 
-    def temp_beside(d, suffix, created):
-        out, path = real(d, suffix, created)
+    def new_temporary(self, suffix, created):
+        out, path = real(self, suffix, created)
         names.append(path.name)
         return out, path
 
-    monkeypatch.setattr(writer, "_temp_beside", temp_beside)
+    monkeypatch.setattr(Destination, "new_temporary", new_temporary)
     convert_file(src, dst, save_as_external_data=True, external_data_name="w.data")
     assert dst.is_file() and (tmp_path / "w.data").is_file()
     assert names and all(len(n) < 90 for n in names), names
-    assert writer.temporaries_of(dst) == []
+    assert Destination(dst).temporaries() == []
 
 
 # --- the source names nothing Windows lacks ----------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from helpers import embedding_mlp, run, save
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
 from olive_bf16_pass.io import writer
+from olive_bf16_pass.io.destination import Destination
 
 IDS = np.array([[1, 5, 63, 0]], np.int64)
 
@@ -78,7 +79,7 @@ def test_a_live_lock_is_waited_for_then_named(tmp_path, monkeypatch):
     lock.write_text("12345\n")
     with pytest.raises(ConversionError, match=r"another conversion into the same output holds \.out\.onnx\.lock"):
         convert_file(src, dst)
-    assert not dst.exists() and writer.temporaries_of(dst) == [] and lock.exists()
+    assert not dst.exists() and Destination(dst).temporaries() == [] and lock.exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are made with os.mkfifo (POSIX)")
@@ -97,7 +98,7 @@ def test_a_data_file_that_is_a_folder_is_refused(tmp_path):
     (tmp_path / "out.onnx.data").mkdir()
     with pytest.raises(ConversionError, match="out.onnx.data: exists and is not a regular file"):
         convert_file(src, tmp_path / "out.onnx", save_as_external_data=True)
-    assert not (tmp_path / "out.onnx").exists() and writer.temporaries_of(tmp_path / "out.onnx") == []
+    assert not (tmp_path / "out.onnx").exists() and Destination(tmp_path / "out.onnx").temporaries() == []
 
 
 @pytest.mark.parametrize("convert_attribute", [False, True])

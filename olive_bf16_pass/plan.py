@@ -1,0 +1,98 @@
+"""The plan: what a conversion of this skeleton with these options will do, decided before anything is edited.
+
+``make_plan`` is the only place the rules are applied: ``convert`` executes a plan, ``inspect``
+and the readiness checks print one, so they cannot disagree. A plan reads only the skeleton
+(names, dtypes, shapes), never tensor data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from olive_bf16_pass import opset, selection, validation
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.filters import unmatched_filters
+from olive_bf16_pass.options import ConversionOptions
+from olive_bf16_pass.selection import KeepKind, Kept
+from olive_bf16_pass.traversal import Definition, Skeleton, definitions, expected_nbytes
+
+__all__ = ["Plan", "make_plan"]
+
+
+@dataclass
+class Plan:
+    """Which tensors convert, which stay and why, what refuses the model, and the sizes involved."""
+
+    skeleton: Skeleton  # the model the plan is for: the input's, or its opset upgrade
+    options: ConversionOptions
+    chosen: list[Definition] = field(default_factory=list)
+    kept: list[Kept] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # one line each: the problem and the way out
+    warnings: list[str] = field(default_factory=list)  # filters that match nothing
+    weight_bytes: int = 0  # every tensor's data, before
+    opset_upgrade: list[int] | None = None  # [from, to] when the skeleton is an upgrade of the input
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(d.size * 2 for d in self.chosen)  # 4 bytes become 2
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(expected_nbytes(k.definition.tensor, k.definition.size) or 0 for k in self.kept)
+
+    def raise_if_refused(self) -> None:
+        if self.refusals:
+            more = f" ({len(self.refusals) - 1} more problems: see olive-bf16 inspect)" if len(self.refusals) > 1 else ""
+            raise ConversionError(self.refusals[0] + more)
+
+
+def make_plan(skeleton: Skeleton, options: ConversionOptions) -> Plan:
+    """Decide every tensor of ``skeleton``; the upgrade below opset 13 happens here, on the skeleton."""
+    refusals = []
+    upgrade = None
+    try:
+        skeleton, upgrade = opset.upgrade(skeleton, options)
+    except ConversionError as exc:
+        refusals.append(str(exc))  # still planned on the input, so inspect shows what would convert
+    all_scopes = skeleton.scopes
+    sparse = [repr(t.values.name) if t.values.name else "?" for scope in all_scopes if not scope.is_function
+              for t in scope.body.sparse_initializer]
+    if sparse:
+        refusals.append(
+            f"the model has sparse initializers ({', '.join(sparse[:3])}); they are not supported. "
+            "Densify them first (onnx.numpy_helper / onnx-ir), then convert."
+        )
+    unknown = validation.unknown_types(all_scopes)
+    if unknown:
+        more = f" ({len(unknown) - 1} more tensors have unknown types)" if len(unknown) > 1 else ""
+        refusals.append(unknown[0] + more)
+    found = definitions(all_scopes)
+    chosen, kept = selection.select(skeleton.model, all_scopes, found, options)
+    kinds = {k.kind for k in kept}
+    if not chosen and KeepKind.ALREADY_BF16 not in kinds and any(
+        k.kind is KeepKind.OTHER_DTYPE and k.definition.tensor.data_type == onnx.TensorProto.FLOAT16 for k in kept
+    ):  # an all-BF16 model converts to itself; all-FP16 is not where BF16 starts
+        refusals.append(
+            "the model's weights are float16 and none are float32: BF16 conversion starts from an FP32 model. "
+            "Convert the FP32 export instead."
+        )
+    return Plan(skeleton, options, chosen, kept, refusals, _warnings(all_scopes, found, options),
+                _weight_bytes(skeleton, found), upgrade)
+
+
+def _warnings(all_scopes, found: list[Definition], options: ConversionOptions) -> list[str]:
+    if not options.has_filters:  # the model's names are gathered only to check filters that were given
+        return []
+    nodes = [node for scope in all_scopes for node in scope.body.node]
+    return unmatched_filters(options, (d.name for d in found), (n.name for n in nodes), (n.op_type for n in nodes))
+
+
+def _weight_bytes(skeleton: Skeleton, found: list[Definition]) -> int:
+    """Bytes of every tensor's data; the definitions' sizes are known already."""
+    total = sum(expected_nbytes(d.tensor, d.size) or 0 for d in found)
+    defined = {id(d.tensor) for d in found}
+    return total + sum(
+        expected_nbytes(t) or 0 for s in skeleton.scopes for t in s.attribute_tensors if id(t) not in defined
+    )
