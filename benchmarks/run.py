@@ -499,7 +499,7 @@ def parse_args(argv=None):
     ap.add_argument("--tool-timeout", type=float, default=600, help="kill a tool or session running longer (s, default 600)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the models even when cached")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    ap.add_argument("--shapes", default="tiny100k,constant,if_branch",
+    ap.add_argument("--shapes", default="tiny100k,constant,if_branch,float_data,small98mb",
                     help="cases of benchmarks/shapes.py to run after the models, against onnx.load + onnx.save "
                          "(default: all; '' for none)")
     a = ap.parse_args(argv)

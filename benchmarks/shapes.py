@@ -5,7 +5,11 @@ Three single-file models built here (offline, seeded, cached in ``bench-out/shap
 * ``tiny100k``: 100,000 four-element FP32 initializers feeding a chain of Adds (6 MB): cost per
   tensor and per node, which must stay linear;
 * ``constant``: a 400 MB weight held by a Constant node;
-* ``if_branch``: a 400 MB initializer inside an If branch.
+* ``if_branch``: a 400 MB initializer inside an If branch;
+* ``float_data``: 128 MB of weights in ``float_data`` (onnx.helper.make_tensor's default encoding),
+  not ``raw_data``: streamed like raw_data since issue 21 (about 500 MB peak before);
+* ``small98mb``: 100,000 tensors of 256 floats (98 MB): many tensors each under the reader's 1 KB
+  lifting threshold, so they stay in the skeleton; the bound there is the skeleton's size.
 
 Each is converted with ``olive-bf16 convert`` (default options, and ``--min-elements 1`` on
 ``tiny100k`` so every tensor converts), inspected with ``olive-bf16 inspect``, and loaded and saved
@@ -76,7 +80,31 @@ def build_if_branch(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
 
 
-CASES = {"tiny100k": build_tiny, "constant": build_constant, "if_branch": build_if_branch}
+def build_float_data(path: Path, count: int = 8, side: int = 2048) -> None:
+    inits, nodes, prev = [], [], "x"
+    for i in range(count):
+        w = (np.arange(side * side, dtype=np.float32).reshape(side, side) % (997 + i)) / np.float32(997.0)
+        inits.append(helper.make_tensor(f"W{i}", TensorProto.FLOAT, w.shape, w.ravel()))  # float_data
+        nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+    graph = helper.make_graph(nodes, "float_data", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, side])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, side])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+
+
+def build_small98mb(path: Path, count: int = 100_000, size: int = 256) -> None:
+    inits, nodes, prev = [], [], "x0"
+    for i in range(count):
+        inits.append(numpy_helper.from_array(np.full(size, i % 7, np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Add", [prev, f"b{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [size])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [size])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+
+
+CASES = {"tiny100k": build_tiny, "constant": build_constant, "if_branch": build_if_branch,
+         "float_data": build_float_data, "small98mb": build_small98mb}
 
 
 def commands(case: str, src: Path, work: Path) -> dict[str, list[str]]:
@@ -95,6 +123,7 @@ def commands(case: str, src: Path, work: Path) -> dict[str, list[str]]:
 def bench_case(case: str, out: Path, runs: int) -> list[list[str]]:
     src = out / f"{case}.onnx"
     if not src.exists():
+        out.mkdir(parents=True, exist_ok=True)
         CASES[case](src)
     work = out / "runs"
     work.mkdir(parents=True, exist_ok=True)

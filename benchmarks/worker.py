@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from olive_bf16_pass.providers import CPU
+
 
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as fh:
@@ -109,7 +111,7 @@ def ort(model: str, inputs: str, emb_path: str, runs: int, warmup: int) -> dict:
     data = np.load(inputs)
     ids, mask = data["input_ids"], data["attention_mask"]
     t0 = time.perf_counter()
-    sess = ort_.InferenceSession(model, providers=["CPUExecutionProvider"])
+    sess = ort_.InferenceSession(model, providers=[CPU])
     load_s = time.perf_counter() - t0
     rss_after_load = _status_kb("VmRSS")
     out_name = sess.get_outputs()[0].name
@@ -148,7 +150,7 @@ def paired_latency(reference: str, candidate: str, inputs: str, rounds: int, run
 
     data = np.load(inputs)
     feed = {"input_ids": data["input_ids"][:1], "attention_mask": data["attention_mask"][:1]}
-    sessions = [ort_.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in (reference, candidate)]
+    sessions = [ort_.InferenceSession(m, providers=[CPU]) for m in (reference, candidate)]
     names = [s.get_outputs()[0].name for s in sessions]
     for s, n in zip(sessions, names):
         for _ in range(3):

@@ -18,6 +18,8 @@ _LAZY = {
     "ConversionError": "olive_bf16_pass.errors",
     "convert_file": "olive_bf16_pass.convert",
     "convert_model": "olive_bf16_pass.convert",
+    "emulate_file": "olive_bf16_pass.emulation",
+    "EmulationOptions": "olive_bf16_pass.emulation",
     "Report": "olive_bf16_pass.report",
 }
 

@@ -26,7 +26,7 @@ __all__ = ["check", "check_written", "structure_only"]
 def check_written(path: Path) -> None:
     """The full check of the written .onnx, its big tensors' data left on disk."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        skeleton = SkeletonScanner(buf, path.name, INLINE_LIMIT).scan()
+        skeleton = SkeletonScanner(buf, INLINE_LIMIT).scan()
     if _EXTERNAL_MARK not in skeleton:  # nothing lifted, nothing elsewhere: the checker reads the file as it is
         check(skeleton)
         return

@@ -8,7 +8,10 @@ import stat
 import sys
 from pathlib import Path
 
-__all__ = ["ProgressBar", "convert", "inspect", "options_of", "package_config"]
+__all__ = [
+    "ProgressBar", "check", "compile_model", "convert", "emulate", "inspect", "options_of", "package_config", "recipes",
+    "sensitivity",
+]
 
 
 def options_of(args):
@@ -97,8 +100,20 @@ def _refuse_unsafe_paths(args, conversion_error: type) -> None:
             )
     if args.report is None:
         return
-    if not (args.report.parent if str(args.report.parent) else Path(".")).is_dir():
+    folder = args.report.parent if str(args.report.parent) else Path(".")
+    if not folder.is_dir():
         raise conversion_error(f"{args.report}: the report's folder does not exist; nothing was converted.")
+    kind = _not_a_regular_file(args.report)
+    if kind:
+        raise conversion_error(
+            f"{args.report}: the report path is {kind}, not a file; nothing was converted. Choose a file path for "
+            "--report."
+        )
+    if not os.access(args.report if args.report.exists() else folder, os.W_OK):
+        raise conversion_error(
+            f"{args.report}: cannot write the report there (no permission); nothing was converted. Choose a folder "
+            "you can write to."
+        )
     models = {"the input model": args.input, "the output model": args.output, "the output's external data": data}
     if args.report.exists():  # only an existing file can be one the input reads
         from olive_bf16_pass.io.source import read_model
@@ -155,3 +170,107 @@ def package_config(args) -> None:
         print(f"wrote {args.output}; use it with: olive run --config RECIPE.json --package-config {args.output}")
     else:
         sys.stdout.write(text)
+
+
+def recipes(args) -> None:
+    from olive_bf16_pass.olive.recipes import list_recipes, write_recipe
+
+    if args.name is None:
+        found = list_recipes()
+        width = max((len(name) for name, _ in found), default=0)
+        print("\n".join(f"{name:<{width}}  {about}" for name, about in found))
+        return
+    written = write_recipe(args.name, args.output)
+    print(f"wrote {written}; run it with: olive run --config {written}")
+
+
+def check(args) -> int:
+    """Print the Vitis AI readiness verdict; 1 when not ready."""
+    from olive_bf16_pass.options import in_flags
+    from olive_bf16_pass.vitisai.readiness import check_model
+
+    verdict = check_model(args.model, options_of(args))
+    print(json.dumps(verdict.to_dict(), indent=2) if args.json else in_flags(verdict.text()))
+    return 0 if verdict.ready else 1
+
+
+def compile_model(args) -> int:
+    """Check, then compile MODEL for the Vitis AI EP into the deploy folder OUTDIR."""
+    from olive_bf16_pass.errors import ConversionError
+    from olive_bf16_pass.vitisai.compile import require_vitisai
+    from olive_bf16_pass.vitisai.deploy import compile_to_folder
+    from olive_bf16_pass.vitisai.readiness import AS_IS, check_model
+
+    require_vitisai()  # at once, before reading anything
+    if args.check:
+        verdict = check_model(args.model, AS_IS)
+        if not verdict.ready:
+            print(verdict.text(), file=sys.stderr)
+            raise ConversionError(f"{args.model} is not ready for the Vitis AI EP (see above); nothing was compiled")
+    config = args.config_file or _packaged_vaiml_config()
+    done = compile_to_folder(args.model, args.outdir, config, args.cache_key, args.timeout, args.embed)
+    print(f"compiled {args.model} in {done.seconds:.0f} s; wrote {done.folder} ({done.context_model.name}, "
+          f"{Path(config).name}, manifest.json, README.md)")
+    return 0
+
+
+def _packaged_vaiml_config() -> Path:
+    from olive_bf16_pass.olive.recipes import recipes_dir
+
+    return recipes_dir() / "vaiml_config.json"
+
+
+def emulate(args) -> None:
+    from olive_bf16_pass.emulation import EmulationOptions, emulate_file, read_node_list
+
+    nodes = list(args.keep_node) + (read_node_list(args.keep_nodes_from) if args.keep_nodes_from else [])
+    report = emulate_file(args.input, args.output, EmulationOptions(keep_op_types=args.keep_op, keep_nodes=nodes),
+                          save_as_external_data=args.external_data)
+    if not args.quiet:
+        print(report.summary())
+        print("wrote " + ", ".join(report.destination))
+
+
+def sensitivity(args) -> None:
+    from olive_bf16_pass import sensitivity as sens
+
+    if args.inputs:
+        feeds = sens.npz_feeds(args.inputs, args.batch_size)
+        if args.limit:
+            feeds = sens.Feeds(*_first_rows(feeds, args.limit))
+    else:
+        tokenizer = args.tokenizer or str(Path(args.model).resolve().parent)
+        feeds = sens.text_feeds(args.model, tokenizer, args.corpus, args.limit, args.batch_size, args.max_length)
+    switched = sens.Switched(args.model, feeds, args.pooling, args.output_name)
+    try:
+        if args.target_cosine is not None:
+            from olive_bf16_pass.emulation import write_node_list
+            from olive_bf16_pass.precision_search import search
+
+            result = search(args.model, switched, args.target_cosine, args.target_min_cosine, args.rank_rows,
+                            strategy=args.strategy)
+            print(result.summary())
+            print("keep in FP32: " + (", ".join(result.nodes) or "(none)"))
+            if args.node_list and result.met:
+                write_node_list(args.node_list, result.nodes, target_cosine=args.target_cosine,
+                                target_min_cosine=result.target_min, verified=list(result.verified))
+                print(f"wrote {args.node_list}; use it with: olive-bf16 emulate MODEL OUT --keep-nodes-from "
+                      f"{args.node_list}, or as the pass's node_block_list")
+            if args.json:
+                args.json.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+            return
+        ranking = sens.rank(switched)
+        print(sens.table(ranking, args.top))
+        if args.json:
+            args.json.write_text(json.dumps(ranking.to_dict(), indent=1) + "\n")
+    finally:
+        switched.close()
+
+
+def _first_rows(feeds, rows: int):
+    batches, left = [], rows
+    for b in feeds.batches:
+        if left > 0:
+            batches.append({k: v[:left] for k, v in b.items()})
+            left -= len(next(iter(b.values())))
+    return batches, [b.get("attention_mask") for b in batches]

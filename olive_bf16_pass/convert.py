@@ -34,9 +34,11 @@ def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = No
             "the model's external data is not loaded. Use onnx.load(path) (which loads it) or convert_file()."
         )
     started = time.perf_counter()
-    skeleton = traversal.Skeleton.of(_copy(model))
+    work = _copy(model)
+    skeleton = traversal.Skeleton.of(work, traversal.settle_attributes(work))
     validation.check_names(skeleton.model, skeleton.scopes)  # a file's names and data are checked when it is read
     validation.check_inline_data(skeleton.scopes)
+    validation.check_single_definitions(skeleton.scopes)
     plan = _plan(skeleton, options)
     converted = graph.apply(plan.skeleton.model, plan.skeleton.scopes, plan.chosen, options)
     fault = _check(_copy(plan.skeleton.model), lambda: _copy(model))
@@ -136,31 +138,41 @@ def _same_file(src: Path, dst: Path) -> bool:
 
 
 def _check(result: onnx.ModelProto | Path, load_original) -> str | None:
-    """Refuse to hand back a model that fails onnx.checker, unless its input already failed it.
+    """Refuse to hand back a model that fails onnx.checker, unless it fails with exactly the input's own fault.
 
     A fault the conversion introduced is refused (ConversionError; nothing is written). An input
     that already fails the full checker is still converted, since many exported models fail the
-    strict checker (full shape inference) yet run: the output keeps that fault, a warning names
-    the checker's message about the input, and it is returned for ``Report.input_fails_checker``
-    (None when the output passes). The input is checked only when the output fails, so a passing
-    conversion costs no second check.
+    strict checker (full shape inference) yet run: the output may keep that fault and no other,
+    so the checker's message about the output must be its message about the input. A warning names
+    it, and it is returned for ``Report.input_fails_checker`` (None when the output passes). The
+    input is checked only when the output fails, so a passing conversion costs no second check.
     """
     try:
         checking.check_written(result) if isinstance(result, Path) else checking.check(result)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        output_fault = one_line(exc)
         try:
             checking.check(load_original())
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as original:
             message = one_line(original)
-            message = message if len(message) <= 400 else message[:397] + "..."
+            if message != output_fault:
+                raise ConversionError(
+                    f"the converted model fails onnx.checker with a fault the input does not have, so it was not "
+                    f"written: {_cut(output_fault)} (the input's own fault: {_cut(message)}). Fix the input's fault "
+                    "first (it may hide the cause), or report it with the model (or its shapes)."
+                ) from exc
             logger.warning(
                 "the input model already fails onnx.checker (%s); converted anyway, and the output keeps that "
-                "fault. Runtimes often load such models, but fix the export to get one that passes.",
-                message,
+                "fault and no other. Runtimes often load such models, but fix the export to get one that passes.",
+                _cut(message),
             )
-            return message
+            return _cut(message)
         raise ConversionError(
-            f"the converted model fails onnx.checker, so it was not written: {one_line(exc)}. The input passes it, "
+            f"the converted model fails onnx.checker, so it was not written: {output_fault}. The input passes it, "
             "so this is a bug in the converter: please report it with the model (or its shapes)."
         ) from exc
     return None
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= 400 else message[:397] + "..."

@@ -9,6 +9,10 @@ that a MatMul or Gemm reads directly gets one shared Cast: one FP32 copy at run 
 Edits are made on the definitions and uses that traversal.py bound by scope, never looked up
 by name, and new nodes are sorted into place (a list sort moves messages, it does not copy them),
 so every node and tensor keeps its identity for the writer.
+
+With ``storage="float32"`` the same tensors are rounded to BF16 values exactly as above but stay
+FP32 (BF16 bits shifted back: 4 bytes an element), under their own names, with no Cast: the form
+AMD documents as the Ryzen AI compiler's input (Quark's ``simulate_bf16``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import onnx
 
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_segments
+from olive_bf16_pass.rounding import RoundingStats, bfloat16_bits_to_float32, float32_to_bfloat16_bits, round_segments
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use, names_in
 
 __all__ = ["Converted", "apply", "moves_data", "reads_gather_table", "to_bfloat16"]
@@ -36,7 +40,7 @@ class Converted:
     definition: Definition
     stored_name: str
     widened: str  # "cast" (one Cast after the tensor), "after_gather" (after each Gather), "after_readers"
-    # (after each Gather and Transpose: a tied head read through a Transpose)
+    # (after each Gather and Transpose: a tied head read through a Transpose), "none" (storage float32: no Cast)
     stats: RoundingStats
     on_disk: bool
 
@@ -68,7 +72,7 @@ def to_bfloat16(tensors: list[onnx.TensorProto], options: ConversionOptions) -> 
             stats[index] = RoundingStats()
             values = np.frombuffer(data, "<f4")
             bits = float32_to_bfloat16_bits(values, options.rounding, options.saturate, stats=stats[index])
-            _store(tensor, bits.astype("<u2", copy=False).tobytes())
+            _store(tensor, bits, options.storage)
             continue
         batch.append((index, data))
         held += len(data)
@@ -85,17 +89,20 @@ def _round_together(tensors, batch: list[tuple[int, bytes]], stats: list[Roundin
     sizes = [len(data) // 4 for _, data in batch]
     values = np.frombuffer(b"".join(data for _, data in batch), dtype="<f4")
     bits, figures = round_segments(values, sizes, options.rounding, options.saturate)
-    rounded = bits.astype("<u2", copy=False).tobytes()
     stop = 0
     for (index, _), size, measured in zip(batch, sizes, figures):
-        _store(tensors[index], rounded[2 * stop:2 * (stop + size)])
+        _store(tensors[index], bits[stop:stop + size], options.storage)
         stats[index] = measured
         stop += size
 
 
-def _store(tensor: onnx.TensorProto, bf16: bytes) -> None:
+def _store(tensor: onnx.TensorProto, bits, storage: str = "bfloat16") -> None:
+    """Store rounded BF16 ``bits`` (uint16) as BF16, or (storage float32) as the FP32 values they are."""
     tensor.ClearField("float_data")
-    tensor.raw_data = bf16
+    if storage == "float32":
+        tensor.raw_data = bfloat16_bits_to_float32(bits).astype("<f4", copy=False).tobytes()
+        return  # still FLOAT
+    tensor.raw_data = bits.astype("<u2", copy=False).tobytes()
     tensor.data_type = onnx.TensorProto.BFLOAT16
 
 
@@ -146,6 +153,8 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
     """Convert ``chosen``; tensors whose data is on disk are only retyped (the writer rounds them)."""
     if not chosen:
         return []
+    if options.storage == "float32":
+        return _round_in_place(chosen, options)
     names = _Names(all_scopes)
     casts = _Casts(names)
     graph_inputs = {v.name: v for v in model.graph.input}
@@ -191,6 +200,19 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
     casts.add()
     for scope, forgotten in gone.values():
         _forget_value_info(scope, forgotten)
+    return done
+
+
+def _round_in_place(chosen: list[Definition], options: ConversionOptions) -> list[Converted]:
+    """Storage float32: each tensor keeps its name, FP32 type and readers; only its values are rounded
+    (inline ones here, those on disk by the streamer, which writes 4 bytes an element for a FLOAT tensor)."""
+    done = [
+        Converted(d, d.name, "none", RoundingStats(), d.tensor.data_location == onnx.TensorProto.EXTERNAL)
+        for d in chosen
+    ]
+    inline = [c for c in done if not c.on_disk]
+    for converted, stats in zip(inline, to_bfloat16([c.definition.tensor for c in inline], options)):
+        converted.stats = stats
     return done
 
 

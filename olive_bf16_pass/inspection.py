@@ -24,6 +24,9 @@ def inspect_model(path: str | Path, options: ConversionOptions | None = None) ->
     source = read_model(path)
     plan = make_plan(source.skeleton, options or ConversionOptions())
     info = {"path": str(path), **_holdings(source), **_verdict(plan)}
+    from olive_bf16_pass.vitisai.readiness import check_source  # the same verdict as olive-bf16 check's
+
+    info["vitisai"] = check_source(source, plan.options, None, str(path)).to_dict()
     info["text"] = _text(info, plan)
     return info
 
@@ -82,6 +85,7 @@ def _text(info: dict, plan: Plan) -> str:
         *(f"  {k:<10} {count[k]:>5} tensors {human_size(v):>12}" for k, v in by_dtype.most_common()),
         "external data: " + (", ".join(f"{k} ({human_size(v)})" for k, v in external.items()) if external else "none"),
         *(f"warning: {w}" for w in plan.warnings),
+        _vitisai_line(info["vitisai"]),
     ]
     if plan.refusals:
         lines.append("convert will refuse this model: " + "; ".join(plan.refusals))
@@ -93,3 +97,12 @@ def _text(info: dict, plan: Plan) -> str:
         *(f"  {n:>5}  {r}" for r, n in list(kept.items())[:8]),
     ]
     return "\n".join(lines)
+
+
+def _vitisai_line(verdict: dict) -> str:
+    """The Vitis AI readiness verdict in one line; olive-bf16 check prints its lines."""
+    state = "ready" if verdict["ready"] else "not ready"
+    kinds = [f["kind"] for f in verdict["blockers"]]
+    detail = f" ({', '.join(dict.fromkeys(kinds))})" if kinds else ""
+    return (f"Ryzen AI NPU (Vitis AI EP): {state}{detail}, {len(verdict['warnings'])} warnings; "
+            f"olive-bf16 check MODEL --target vitisai says why")

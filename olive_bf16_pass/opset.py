@@ -43,4 +43,4 @@ def upgrade(skeleton: Skeleton, options: ConversionOptions) -> tuple[Skeleton, l
             f"{MIN_OPSET} ({type(exc).__name__}: {one_line(exc)[:300]}). {_HOW} with a newer exporter, then convert "
             "the result."
         ) from exc
-    return Skeleton.of(upgraded), [opset, MIN_OPSET]
+    return Skeleton.of(upgraded, skeleton.dropped), [opset, MIN_OPSET]

@@ -15,8 +15,11 @@ from dataclasses import asdict, dataclass, field, fields
 from olive_bf16_pass.rounding import ROUNDINGS
 
 
-__all__ = ["DEFAULT_MIN_ELEMENTS", "ConversionOptions", "cli_arguments", "flag_of", "in_flags", "pass_parameters"]
+__all__ = ["DEFAULT_MIN_ELEMENTS", "STORAGES", "ConversionOptions", "cli_arguments", "flag_of", "in_flags", "pass_parameters"]
 
+# how a converted weight is stored: BF16 bits widened by a Cast (half the bytes), or the same rounded value
+# stored as FP32 with no Cast (the form AMD documents as the Ryzen AI compiler's input; Quark's simulate_bf16)
+STORAGES = ("bfloat16", "float32")
 DEFAULT_MIN_ELEMENTS = 1024  # smaller tensors stay FP32: a Cast node per tensor outweighs what they save
 _NAME_LISTS = (
     "op_block_list", "op_include_list", "node_block_list", "node_include_list",
@@ -99,6 +102,16 @@ class ConversionOptions:
         "--no-cast-after-gather",
         "widen embedding tables before their Gather instead of after it",
     )
+    storage: str = _option(
+        "bfloat16",
+        "How a converted weight is stored: 'bfloat16' (BF16 initializers, each widened back by a Cast: half the "
+        "file) or 'float32' (rounded to BF16 exactly as 'bfloat16' does, but stored as FP32 with no Cast: the form "
+        "AMD documents as the Ryzen AI compiler's input, whose own FP32 to BF16 conversion is then lossless).",
+        "--storage",
+        "bfloat16 (default: half the file, a Cast per weight) or float32 (BF16-exact values stored as FP32, no Cast: "
+        "what AMD's Ryzen AI compiler takes)",
+        choices=STORAGES,
+    )
     upgrade_opset: bool = _option(
         True,
         "Upgrade models below opset 13 (no Cast from bfloat16) with onnx's version converter; false refuses them.",
@@ -109,6 +122,8 @@ class ConversionOptions:
     def __post_init__(self):
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {self.rounding!r}")
+        if self.storage not in STORAGES:
+            raise ValueError(f"storage must be one of {', '.join(STORAGES)}; got {self.storage!r}")
         if not isinstance(self.min_elements, int) or self.min_elements < 0:
             raise ValueError(f"min_elements must be a non-negative integer; got {self.min_elements!r}")
         for name in _NAME_LISTS:  # accept any iterable of names, store tuples (hashable, immutable)

@@ -30,12 +30,14 @@ class Plan:
     chosen: list[Definition] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)  # one line each: the problem and the way out
-    warnings: list[str] = field(default_factory=list)  # filters that match nothing
+    warnings: list[str] = field(default_factory=list)  # fields ONNX never reads (dropped), filters that match nothing
     weight_bytes: int = 0  # every tensor's data, before
     opset_upgrade: list[int] | None = None  # [from, to] when the skeleton is an upgrade of the input
 
     @property
     def saved_bytes(self) -> int:
+        if self.options.storage == "float32":  # rounded in place: still 4 bytes an element
+            return 0
         return sum(d.size * 2 for d in self.chosen)  # 4 bytes become 2
 
     @property
@@ -78,8 +80,8 @@ def make_plan(skeleton: Skeleton, options: ConversionOptions) -> Plan:
             "the model's weights are float16 and none are float32: BF16 conversion starts from an FP32 model. "
             "Convert the FP32 export instead."
         )
-    return Plan(skeleton, options, chosen, kept, refusals, _warnings(all_scopes, found, options),
-                _weight_bytes(skeleton, found), upgrade)
+    warnings = [*skeleton.dropped, *_warnings(all_scopes, found, options)]
+    return Plan(skeleton, options, chosen, kept, refusals, warnings, _weight_bytes(skeleton, found), upgrade)
 
 
 def _warnings(all_scopes, found: list[Definition], options: ConversionOptions) -> list[str]:

@@ -134,19 +134,34 @@ class Report:
     def worst(self) -> TensorRecord | None:
         return max(self.converted, key=lambda r: r.max_rel_error, default=None)
 
+    @property
+    def storage(self) -> str:
+        """The form written: "bfloat16" (BF16 initializers + Cast) or "float32" (BF16-exact values as FP32)."""
+        return self.options.get("storage", "bfloat16")
+
     def to_dict(self) -> dict:
         # the records are flat: a shallow copy each, where asdict's deep copy cost seconds for 100k of them
         rest = asdict(replace(self, converted=[], skipped=[]))
         rest["converted"] = [{**vars(r), "shape": list(r.shape)} for r in self.converted]
         rest["skipped"] = [dict(vars(s)) for s in self.skipped]
-        return {**rest, "ratio": self.ratio}
+        return {**rest, "ratio": self.ratio, "storage": self.storage}
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def summary(self) -> str:
         """One screen for people: counts, sizes, the worst error, and why tensors stayed FP32."""
-        lines = [f"converted {len(self.converted)} tensors to bfloat16, left {len(self.skipped)} as they were"]
+        if self.storage == "float32":
+            lines = [
+                f"rounded {len(self.converted)} tensors to bfloat16 values, left {len(self.skipped)} as they were",
+                ("storage: float32 (each rounded weight stored as FP32, no Cast: the Ryzen AI compiler's documented "
+                 "input; storage=bfloat16 halves the file instead)"),
+            ]
+        else:
+            lines = [
+                f"converted {len(self.converted)} tensors to bfloat16, left {len(self.skipped)} as they were",
+                "storage: bfloat16 (BF16 initializers, each widened by a Cast)",
+            ]
         if self.opset_upgrade:
             lines.append(f"opset: upgraded from {self.opset_upgrade[0]} to {self.opset_upgrade[1]} (Cast from "
                          "bfloat16 needs 13; upgrade_opset=false refuses instead)")
@@ -155,7 +170,7 @@ class Report:
                 f"size: {human_size(self.file_bytes_before)} -> {human_size(self.file_bytes_after)} "
                 f"(ratio {self.ratio:.3f})"
             )
-            if self.converted and self.file_bytes_after > self.file_bytes_before:
+            if self.converted and self.storage == "bfloat16" and self.file_bytes_after > self.file_bytes_before:
                 lines.append(
                     "note: the output is larger than the input: each converted tensor gets a Cast node, which "
                     f"outweighs what tiny tensors save; raise min_elements (default {DEFAULT_MIN_ELEMENTS})"
@@ -195,8 +210,9 @@ class Report:
 
 def _record(c: Converted) -> TensorRecord:
     d, stats = c.definition, c.stats
+    after = d.size * (4 if c.widened == "none" else 2)  # "none": storage float32, rounded in place
     return TensorRecord(
-        d.name, c.stored_name, d.kind, list(d.tensor.dims), d.size * 4, d.size * 2, c.widened, d.scope.label,
+        d.name, c.stored_name, d.kind, list(d.tensor.dims), d.size * 4, after, c.widened, d.scope.label,
         stats.max_abs_error, stats.max_rel_error, stats.nan_count, stats.inf_count, stats.saturated_count,
         stats.overflow_count,
     )

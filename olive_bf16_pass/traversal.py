@@ -18,13 +18,14 @@ import numpy as np
 import onnx
 
 __all__ = [
-    "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "constant_value", "data_type_name", "definitions",
-    "elements", "expected_nbytes", "iter_tensors", "names_in", "scopes",
+    "ATTRIBUTE_FIELDS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "constant_value",
+    "data_type_name", "definitions", "elements", "expected_nbytes", "iter_tensors", "names_in", "scopes", "settle_attributes",
 ]
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 _TENSOR, _TENSORS = onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS
 _GRAPH, _GRAPHS = onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS
+_SPARSE_TENSOR, _SPARSE_TENSORS = onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS
 
 
 @dataclass(eq=False)
@@ -37,6 +38,8 @@ class Scope:
     # tensors in its nodes' attributes (Constant values and the like), found by the walk that found
     # the scope; the edits add Casts, never tensors, so the list stays whole
     attribute_tensors: list[onnx.TensorProto] = field(default_factory=list)
+    # sparse tensors: its sparse initializers and SPARSE_TENSOR(S) attributes; carried as they are
+    sparse_tensors: list[onnx.SparseTensorProto] = field(default_factory=list)
 
     @property
     def is_function(self) -> bool:
@@ -86,20 +89,34 @@ class Skeleton:
 
     model: onnx.ModelProto
     scopes: list[Scope]
+    dropped: list[str] = field(default_factory=list)  # what settle_attributes cleared, for a warning
 
     @classmethod
-    def of(cls, model: onnx.ModelProto) -> Skeleton:
-        return cls(model, scopes(model))
+    def of(cls, model: onnx.ModelProto, dropped: list[str] | None = None) -> Skeleton:
+        return cls(model, scopes(model), list(dropped or ()))
 
 
 def scopes(model: onnx.ModelProto) -> list[Scope]:
-    """The main graph, its subgraphs, then each local function and its subgraphs, parents first."""
-    found: list[Scope] = []
+    """The main graph, its subgraphs, then each local function and its subgraphs, parents first.
 
-    def visit(body, parent, label):
+    Iterative: the nesting depth is the model author's, not ours to bound by Python's stack. An
+    attribute is read by its declared type only (``settle_attributes`` has dropped the rest).
+    """
+    found: list[Scope] = []
+    roots = [(model.graph, "graph")]
+    for function in model.functions:
+        overload = f":{function.overload}" if function.overload else ""
+        roots.append((function, f"function {function.domain}.{function.name}{overload}"))
+    stack: list[tuple[onnx.GraphProto | onnx.FunctionProto, Scope | None, str]] = [
+        (body, None, label) for body, label in reversed(roots)
+    ]
+    while stack:
+        body, parent, label = stack.pop()
         scope = Scope(body, parent, label)
         found.append(scope)
-        held = scope.attribute_tensors
+        held, children = scope.attribute_tensors, []
+        if not scope.is_function:
+            scope.sparse_tensors.extend(body.sparse_initializer)
         for index, node in enumerate(body.node):
             for attr in node.attribute:
                 kind = attr.type
@@ -108,16 +125,70 @@ def scopes(model: onnx.ModelProto) -> list[Scope]:
                 elif kind == _TENSORS:
                     held.extend(attr.tensors)
                 elif kind == _GRAPH:
-                    visit(attr.g, scope, f"{label}/{node.op_type}[{index}].{attr.name}")
+                    children.append((attr.g, scope, f"{label}/{node.op_type}[{index}].{attr.name}"))
                 elif kind == _GRAPHS:
-                    for i, sub in enumerate(attr.graphs):
-                        visit(sub, scope, f"{label}/{node.op_type}[{index}].{attr.name}[{i}]")
-
-    visit(model.graph, None, "graph")
-    for function in model.functions:
-        overload = f":{function.overload}" if function.overload else ""
-        visit(function, None, f"function {function.domain}.{function.name}{overload}")
+                    children.extend(
+                        (sub, scope, f"{label}/{node.op_type}[{index}].{attr.name}[{i}]")
+                        for i, sub in enumerate(attr.graphs)
+                    )
+                elif kind == _SPARSE_TENSOR:
+                    scope.sparse_tensors.append(attr.sparse_tensor)
+                elif kind == _SPARSE_TENSORS:
+                    scope.sparse_tensors.extend(attr.sparse_tensors)
+        stack.extend(reversed(children))  # depth first, in the order the nodes hold them
     return found
+
+
+# an attribute's type -> the one field that holds its value, of those that hold tensors or graphs
+ATTRIBUTE_FIELDS = {
+    _TENSOR: "t", _TENSORS: "tensors", _GRAPH: "g", _GRAPHS: "graphs",
+    onnx.AttributeProto.SPARSE_TENSOR: "sparse_tensor", onnx.AttributeProto.SPARSE_TENSORS: "sparse_tensors",
+}
+_TYPE_OF_FIELD = {name: kind for kind, name in ATTRIBUTE_FIELDS.items()}
+_REPEATED_FIELDS = frozenset({"tensors", "graphs", "sparse_tensors"})
+
+
+def _holds(attr: onnx.AttributeProto, name: str) -> bool:
+    return len(getattr(attr, name)) > 0 if name in _REPEATED_FIELDS else attr.HasField(name)
+
+
+def settle_attributes(model: onnx.ModelProto) -> list[str]:
+    """Make every tensor the model holds one that the walk above finds, or drop it as ONNX ignores it.
+
+    An attribute's value is the field its type names: a tensor or graph in another field (a tensor
+    in ``t`` of a FLOAT attribute) is never read by ONNX Runtime or onnx, so it is cleared; an
+    attribute with no type (IR 1) gets the type of the one field it holds. ``training_info`` is not
+    run for inference, and its tensors are not carried: it is cleared too. Returns one line per
+    field dropped, for a warning. Iterative, like ``scopes``.
+    """
+    dropped: list[str] = []
+    stack: list = [model.graph, *model.functions]
+    while stack:
+        body = stack.pop()
+        for node in body.node:
+            for attr in node.attribute:
+                held = [name for name in _TYPE_OF_FIELD if _holds(attr, name)]
+                if not held:
+                    continue
+                if attr.type == onnx.AttributeProto.UNDEFINED and len(held) == 1:
+                    attr.type = _TYPE_OF_FIELD[held[0]]
+                used = ATTRIBUTE_FIELDS.get(attr.type)
+                for name in held:
+                    if name != used:
+                        attr.ClearField(name)
+                        kind = onnx.AttributeProto.AttributeType.Name(attr.type) if attr.type else "without a type"
+                        dropped.append(
+                            f"attribute {attr.name!r} of {node.op_type} node {node.name!r} is {kind} but also holds "
+                            f"a {name} field, which ONNX never reads; dropped it"
+                        )
+                if attr.type == _GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == _GRAPHS:
+                    stack.extend(attr.graphs)
+    if len(model.training_info):
+        model.ClearField("training_info")
+        dropped.append("the model's training_info (training graphs, which inference never runs) was dropped")
+    return dropped
 
 
 def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:

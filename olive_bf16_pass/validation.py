@@ -12,7 +12,8 @@ from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 
 __all__ = [
-    "TYPED_FIELDS", "check_inline_data", "check_names", "describe", "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
+    "TYPED_FIELDS", "check_inline_data", "check_names", "check_single_definitions", "check_sparse_inline", "describe",
+    "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
 ]
 
 _NOT_UTF8 = (
@@ -55,6 +56,55 @@ def _names_are_text(all_scopes: list[Scope]) -> bool:
     return True
 
 
+def check_single_definitions(all_scopes: list[Scope], prefix: str = "") -> None:
+    """Refuse a scope that defines a name twice (two initializers ``W``, an initializer and a node output).
+
+    ONNX graphs define each name once; runtimes that load such a model differ on which definition a
+    reader gets, so no converter can tell which tensor is meant, and an edit would make it worse.
+    A graph input may share its initializer's name (an overridable default): that is one value.
+    """
+    for scope in all_scopes:
+        seen: dict[str, str] = {}
+        for tensor in scope.initializers:
+            _define(seen, tensor.name, "an initializer", scope, prefix)
+        inputs = set(scope.body.input) if scope.is_function else {v.name for v in scope.body.input}
+        for node in scope.body.node:
+            for name in node.output:
+                if name:
+                    what = f"the output of {node.op_type} node {node.name!r}"
+                    if name in inputs:
+                        _twice(name, "an input", what, scope, prefix)
+                    _define(seen, name, what, scope, prefix)
+
+
+def _define(seen: dict[str, str], name: str, what: str, scope: Scope, prefix: str) -> None:
+    if name in seen:
+        _twice(name, seen[name], what, scope, prefix)
+    seen[name] = what
+
+
+def _twice(name: str, first: str, second: str, scope: Scope, prefix: str) -> None:
+    both = f"{first} and {second}" if first != second else f"{first}, twice"
+    raise ConversionError(
+        f"{prefix}the input model defines {name!r} twice in {scope.label} ({both}); ONNX allows one "
+        "definition per name and runtimes differ on which one a reader gets, so it is not clear which tensor is "
+        "meant. Rename or remove one of them (onnx or onnx-ir), then convert."
+    )
+
+
+def check_sparse_inline(all_scopes: list[Scope], prefix: str = "") -> None:
+    """Sparse tensors are carried to the output as they are: only with their data inline."""
+    for scope in all_scopes:
+        for sparse in scope.sparse_tensors:
+            for part, tensor in (("values", sparse.values), ("indices", sparse.indices)):
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    raise ConversionError(
+                        f"{prefix}sparse tensor {sparse.values.name!r} ({scope.label}) keeps its {part} in an external "
+                        "data file; the converter carries sparse tensors only with their data inline. Densify it "
+                        "(onnx.numpy_helper) or save the model with it inline, then convert."
+                    )
+
+
 def describe(all_scopes: list[Scope], tensor: onnx.TensorProto) -> str:
     """Words that find ``tensor`` (by identity) in the model: made only for an error message."""
     for scope in all_scopes:
@@ -77,12 +127,20 @@ TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64
 def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
     """Why an inline tensor's data does not fit its shape and type, or None (also when it cannot be judged:
     strings, types this onnx does not size, data that is elsewhere)."""
+    held = [(name, len(getattr(tensor, name))) for name in TYPED_FIELDS if len(getattr(tensor, name))]
+    places = (["raw_data"] if tensor.HasField("raw_data") else []) + [name for name, _ in held]
+    if tensor.data_location == onnx.TensorProto.EXTERNAL and places:
+        places.insert(0, "external data")
+    if len(places) > 1:
+        return (
+            f"it holds its values twice ({places[0]} and {places[1]}); ONNX reads one of them and tools disagree on "
+            "which. Re-save the tensor with its values in one field (onnx.numpy_helper.from_array)."
+        )
     expected = expected_nbytes(tensor)
     if tensor.data_location == onnx.TensorProto.EXTERNAL or expected is None:
         return None
     if tensor.HasField("raw_data"):
         return size_problem(tensor, "raw_data", len(tensor.raw_data))
-    held = [(name, len(getattr(tensor, name))) for name in TYPED_FIELDS if len(getattr(tensor, name))]
     if len(held) == 1:
         name, count = held[0]
         allowed = {elements(tensor) * (2 if tensor.data_type in _COMPLEX else 1)}
@@ -115,7 +173,8 @@ def size_problem(tensor: onnx.TensorProto, field_name: str, length: int) -> str 
 def check_inline_data(all_scopes: list[Scope], prefix: str = "") -> None:
     """Refuse a model whose inline tensor data is not as long as its shape and type say."""
     for tensor in iter_tensors(None, all_scopes):
-        if tensor.HasField("raw_data") and len(tensor.raw_data) == expected_nbytes(tensor):
+        if (tensor.HasField("raw_data") and len(tensor.raw_data) == expected_nbytes(tensor)
+                and not any(len(getattr(tensor, name)) for name in TYPED_FIELDS)):
             continue  # the common case, decided without building a message
         problem = inline_data_problem(tensor)
         if problem:

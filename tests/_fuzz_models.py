@@ -600,3 +600,35 @@ def file_forms():
             "out_beside_input": st.booleans(),
         }
     )
+
+
+# --- the command's contract on refused input (used by test_bad_input.py and test_hostile_input.py) ---------
+
+
+def expect_error(capsys, argv, *, contains, folders, code=1):
+    """Run the command; check the one-line error, the exit code and that ``folders`` did not change."""
+    before = {f: snapshot(f) for f in folders}
+    from olive_bf16_pass.cli import main
+
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == code, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("olive-bf16: error: "), err
+    for text in [contains] if isinstance(contains, str) else contains:
+        assert text in lines[0], lines[0]
+    for f in folders:
+        assert snapshot(f) == before[f], f"{f} changed"
+        assert temp_leftovers(f) == []
+    return lines[0]
+
+
+def expect_ok(capsys, argv):
+    from olive_bf16_pass.cli import main
+
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return captured

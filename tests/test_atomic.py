@@ -149,20 +149,24 @@ def _old_external_pair(folder: Path) -> tuple[Path, np.ndarray]:
     return dst, run_session(dst, {"x": np.ones((1, 256), np.float32)})[0]
 
 
-def test_sigkill_between_the_two_renames_never_pairs_old_model_with_new_data(tmp_path):
-    """Data renamed, model not yet: the old model must not survive beside the new data."""
+@pytest.mark.parametrize("kill_after_rename", [1, 2, 3])
+def test_sigkill_between_the_renames_never_pairs_old_model_with_new_data(tmp_path, kill_after_rename):
+    """Killed between any two renames (old model aside, old data aside, new data in, new model in): OUT is
+    absent or reads its own data, never the old model beside the new data; the old files wait beside it."""
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     src = src_dir / "m.onnx"
     onnx.save(matmul_model(n=256, seed=7), str(src))
-    dst, _ = _old_external_pair(tmp_path)
+    dst, old_output = _old_external_pair(tmp_path)
     old_data = sha256(tmp_path / "out.onnx.data")
-    proc = _converter(src, dst, external=True, kill_after_rename=1)
+    proc = _converter(src, dst, external=True, kill_after_rename=kill_after_rename)
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
-    assert sha256(tmp_path / "out.onnx.data") != old_data  # the new data landed
-    assert not dst.exists()  # and the old model, which would misread it, is gone: OUT is absent
-    assert temp_leftovers(tmp_path) != []  # the model's temporary, never renamed
+    assert not dst.exists()  # the old model went aside first: OUT is absent, not wrong
+    previous = sorted(p.name for p in tmp_path.glob(".out.onnx.*.previous"))
+    assert previous == [".out.onnx.0.previous", ".out.onnx.1.previous"][: min(kill_after_rename, 2)]
+    if kill_after_rename == 3:
+        assert sha256(tmp_path / "out.onnx.data") != old_data  # the new data landed, its model did not
     # the next run repairs it
     assert main(["convert", str(src), str(dst), "--external-data", "--min-elements", "1", "-q"]) == 0
     x = np.ones((1, 256), np.float32)
@@ -244,3 +248,23 @@ def test_interrupt_mid_write_removes_the_temporaries(tmp_path, monkeypatch, caps
         assert main(["convert", str(src), str(tmp_path / "out.onnx"), *extra]) == 130
         assert "interrupted; nothing was written" in capsys.readouterr().err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_sigterm_mid_write_removes_the_temporaries(big, tmp_path):
+    """SIGTERM (timeout, docker stop, a cancelled CI job) unwinds like Ctrl-C: one line, exit 143, nothing left."""
+    dst = tmp_path / "out.onnx"
+    before = sha256(big)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "olive_bf16_pass", "convert", str(big), str(dst), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
+    )
+    deadline = time.monotonic() + 120
+    while not temp_leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        pytest.skip("the conversion ended before a temporary was seen (a machine too fast to catch mid-write)")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert err.decode().strip() == "olive-bf16: terminated; nothing was written"
+    assert temp_leftovers(tmp_path) == [] and not dst.exists() and sha256(big) == before

@@ -22,12 +22,13 @@ import numpy as np
 import onnx
 import pytest
 from _fuzz_models import (
+    expect_error,
+    expect_ok,
     matmul_model,
     run_session,
     save_with_external_data,
     sha256,
     snapshot,
-    temp_leftovers,
     with_external_reference,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -52,31 +53,6 @@ def fp32(work):
     path = work / "model.onnx"
     onnx.save(matmul_model(), str(path))
     return path
-
-
-def expect_error(capsys, argv, *, contains, folders, code=1):
-    """Run the command; check the one-line error, the exit code and that ``folders`` did not change."""
-    before = {f: snapshot(f) for f in folders}
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == code, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("olive-bf16: error: "), err
-    for text in [contains] if isinstance(contains, str) else contains:
-        assert text in lines[0], lines[0]
-    for f in folders:
-        assert snapshot(f) == before[f], f"{f} changed"
-        assert temp_leftovers(f) == []
-    return lines[0]
-
-
-def expect_ok(capsys, argv):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert rc == 0, captured.err
-    return captured
 
 
 # --- input paths -----------------------------------------------------------------------------

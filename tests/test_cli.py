@@ -213,6 +213,8 @@ def test_every_flag_reaches_the_options():
             "--graph-input-initializers",
             "--no-cast-after-gather",
             "--no-upgrade-opset",
+            "--storage",
+            "float32",
         ]
     )
     assert commands.options_of(args).to_dict() == {
@@ -228,6 +230,7 @@ def test_every_flag_reaches_the_options():
         "convert_constants": False,
         "convert_graph_input_initializers": True,
         "cast_after_gather": False,
+        "storage": "float32",
         "upgrade_opset": False,
     }
     defaults = commands.options_of(cli._parser().parse_args(["convert", "a", "b"]))
@@ -438,8 +441,21 @@ def test_package_config(capsys, tmp_path):
     assert json.loads((tmp_path / "cfg.json").read_text()) == config
 
 
-def test_report_that_cannot_be_written_says_the_model_was(capsys, fp32, tmp_path):
+def test_a_report_path_that_is_a_folder_is_refused_before_converting(capsys, fp32, tmp_path):
     (tmp_path / "r.json").mkdir()  # a directory where the report file should go
+    rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q")
+    assert rc == 1 and "the report path is a directory" in err and "nothing was converted" in err
+    assert err.count("\n") == 1 and not (tmp_path / "o.onnx").exists()
+
+
+def test_report_that_cannot_be_written_says_the_model_was(capsys, fp32, tmp_path, monkeypatch):
+    """A report write that fails after all (the disk filled up meanwhile) says where the model is."""
+    from olive_bf16_pass.report import Report
+
+    def full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Report, "write_json", full)
     rc, _, err = run(capsys, "convert", fp32, tmp_path / "o.onnx", "--report", tmp_path / "r.json", "-q")
     assert rc == 1 and "cannot write the report" in err and "the model itself was written" in err
     assert err.count("\n") == 1 and (tmp_path / "o.onnx").exists()
@@ -517,3 +533,21 @@ def test_a_conversion_that_grows_the_file_says_why(capsys, tmp_path):
     assert rc == 0 and "note: the output is larger than the input" in out and "--min-elements" in out
     rc, out, _ = run(capsys, "convert", tmp_path / "tiny.onnx", tmp_path / "out2.onnx")
     assert rc == 0 and "larger than the input" not in out  # nothing converted: nothing to explain
+
+
+# --- recipes -------------------------------------------------------------------------------------
+
+
+def test_recipes_lists_and_writes_a_copy_that_names_no_repository_path(capsys, tmp_path):
+    rc, out, _ = run(capsys, "recipes")
+    assert rc == 0 and out.splitlines()[0].split()[0] == "bce_cpu" and any(
+        line.startswith("quickstart ") for line in out.splitlines()
+    )
+    rc, out, _ = run(capsys, "recipes", "quickstart", "-o", tmp_path / "mine")
+    written = tmp_path / "mine" / "quickstart.json"
+    assert rc == 0 and f"olive run --config {written}" in out
+    recipe = json.loads(written.read_text())
+    assert recipe["cache_dir"].startswith(str(tmp_path)) and recipe["output_dir"].startswith(str(tmp_path))
+    assert '"recipes/' not in written.read_text()  # every file it names is resolved
+    rc, _, err = run(capsys, "recipes", "no_such_recipe")
+    assert rc == 1 and "no recipe named 'no_such_recipe'; the recipes are: " in err

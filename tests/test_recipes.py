@@ -281,3 +281,58 @@ def test_quickstart_with_the_readme_command(tmp_path):
     assert "FP32 (CPUExecutionProvider)" in table and "BF16 (CPUExecutionProvider)" in table
     for row in ("size on disk (MB)", "latency p50 (ms)", "latency p90 (ms)", "fidelity-cosine_mean"):
         assert row in table, row
+
+
+# ----------------------------------------------------------------------------- shipped, listed, written anywhere
+
+
+def test_no_recipe_cleans_olives_cache():
+    for path in WORKFLOWS:
+        assert "clean_cache" not in _load(path), path.name  # a second run reuses the cache
+
+
+def test_the_parameter_table_in_the_recipes_readme_is_the_generated_one():
+    import re
+
+    from olive_bf16_pass.olive.passes import parameter_table
+
+    text = (RECIPES / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- parameters:begin -->\n(.*)<!-- parameters:end -->", text, re.S).group(1)
+    assert block == parameter_table()
+
+
+def test_recipes_are_listed_and_written_anywhere_with_paths_resolved(tmp_path):
+    from olive.workflows.run.config import RunConfig
+
+    from olive_bf16_pass.olive.recipes import list_recipes, write_recipe
+
+    names = dict(list_recipes())
+    assert {n for n in names if "/" not in n} == {p.stem for p in WORKFLOWS}  # and the catalog (test_catalog.py)
+    assert names["quickstart"].endswith("OnnxFloatToBFloat16 on CPUExecutionProvider")
+    written = write_recipe("bce_ryzenai", tmp_path / "mine")
+    recipe = _load(written)
+    assert Path(recipe["input_model"]["model_script"]).is_file() and Path(recipe["input_model"]["model_script"]).is_absolute()
+    options = recipe["passes"]["bf16"]["inference_settings"]["provider_options"][0]
+    assert Path(options["config_file"]).is_file() and options["cache_dir"].startswith(str(tmp_path))
+    assert recipe["cache_dir"] == str(tmp_path / "mine" / "cache")
+    assert recipe["output_dir"].startswith(str(tmp_path / "mine"))
+    twin = Path(recipe["evaluators"]["fidelity"]["cpu_twin"])
+    assert twin == tmp_path / "mine" / "bce_cpu.json" and twin.is_file()
+    RunConfig.parse_file_or_obj(recipe)
+    with pytest.raises(ValueError, match="no recipe named 'nope'; the recipes are: bce_cpu"):
+        write_recipe("nope", tmp_path)
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_recipes(tmp_path):
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for path in RECIPE_FILES + [RECIPES / "encoder_export.py", RECIPES / "quickstart_model.py"]:
+        assert f"olive_bf16_pass/recipes/{path.name}" in names
+    catalog = [p for p in RECIPES.glob("*/*/*") if p.is_file()]  # recipes/<org>-<model>/<target>/...
+    assert catalog
+    for path in catalog:
+        assert f"olive_bf16_pass/recipes/{path.relative_to(RECIPES).as_posix()}" in names

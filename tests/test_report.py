@@ -98,7 +98,7 @@ def test_to_dict_is_the_whole_report_and_copies_its_records():
         opset_upgrade=[11, 13],
     )
     as_dict = report.to_dict()
-    assert as_dict == {**asdict(report), "ratio": report.ratio}
+    assert as_dict == {**asdict(report), "ratio": report.ratio, "storage": "bfloat16"}  # the form written
     as_dict["converted"][0]["shape"].append(9)
     as_dict["skipped"][0]["reason"] = "changed"
     assert report.converted[0].shape == [2, 3] and report.skipped[0].reason == "why"

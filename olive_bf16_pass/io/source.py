@@ -21,8 +21,8 @@ from google.protobuf.message import DecodeError
 
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
-from olive_bf16_pass.io.wire import SkeletonScanner, Truncated
-from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors
+from olive_bf16_pass.io.wire import LIFTED, PROTOBUF_DEPTH, SkeletonScanner, TooDeep, Truncated, nesting_depth
+from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors, settle_attributes
 
 __all__ = ["INLINE_LIMIT", "SourceModel", "external_info", "location_parts", "read_model", "resolve_external"]
 
@@ -119,21 +119,28 @@ def read_model(path: str | os.PathLike) -> SourceModel:
     not_onnx = f"{path}: not a valid ONNX model (the file is truncated or not ONNX). Re-export or re-download it."
     try:
         with open(resolved, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            scanner = SkeletonScanner(buf, path.name, INLINE_LIMIT)
+            scanner = SkeletonScanner(buf, INLINE_LIMIT)
             raw = scanner.scan()
         model = onnx.ModelProto()
         model.ParseFromString(raw)
     except UnicodeDecodeError as exc:  # protobuf runtimes that validate strings while parsing
         raise ConversionError(f"{path}: {validation.not_utf8('', exc.object[exc.start:exc.end])}") from exc
+    except TooDeep as exc:
+        raise ConversionError(_too_deep(path, _depth_of(resolved) or exc.depth)) from None
     except (Truncated, DecodeError, ValueError, OSError) as exc:
         if isinstance(exc, PermissionError):
             raise ConversionError(f"{path}: cannot read the file ({exc.strerror}).") from exc
+        depth = _depth_of(resolved) if isinstance(exc, DecodeError) else 0
+        if depth > PROTOBUF_DEPTH:
+            raise ConversionError(_too_deep(path, depth)) from exc
         raise ConversionError(not_onnx) from exc
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ConversionError(not_onnx)
-    skeleton = Skeleton.of(model)
+    skeleton = Skeleton.of(model, settle_attributes(model))  # every tensor left is one the walk finds
     validation.check_names(model, skeleton.scopes, f"{path}: ")  # before any name is used: locations are names too
     validation.check_inline_data(skeleton.scopes, f"{path}: ")
+    validation.check_single_definitions(skeleton.scopes, f"{path}: ")
+    validation.check_sparse_inline(skeleton.scopes, f"{path}: ")
     lifted = frozenset(scanner.spans)  # (offset, length) of raw_data the scanner left in the model file
     locations: dict[tuple[str, str, str], tuple[Path, int, int]] = {}
     for tensor in iter_tensors(model, skeleton.scopes):
@@ -141,7 +148,7 @@ def read_model(path: str | os.PathLike) -> SourceModel:
             continue
         reference = _reference(tensor)  # each tensor is checked against its own shape, tied ones too
         span = _span(reference)
-        if span in lifted and reference[0] == path.name:
+        if span in lifted and reference[0] == LIFTED:
             problem = validation.size_problem(tensor, "raw_data", span[1])
             if problem:
                 raise ConversionError(f"{path}: {validation.describe(skeleton.scopes, tensor)}: {problem}")
@@ -150,6 +157,23 @@ def read_model(path: str | os.PathLike) -> SourceModel:
             locations[reference] = resolve_external(path.parent, tensor, also_inside=resolved.parent)
     files = frozenset({resolved, *(file for file, _, _ in locations.values())})
     return SourceModel(skeleton, path, resolved, locations, files)
+
+
+def _too_deep(path: Path, depth: int) -> str:
+    return (
+        f"{path}: the model nests its subgraphs {depth} messages deep; protobuf (and with it onnx and ONNX Runtime) "
+        f"reads at most {PROTOBUF_DEPTH}, so no ONNX tool can load it. Flatten the nested If / Loop / Scan "
+        "subgraphs (or inline the functions that nest them) and export it again."
+    )
+
+
+def _depth_of(file: Path) -> int:
+    """The model's nesting depth, or 0 when its bytes are malformed (a truncated file)."""
+    try:
+        with open(file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return nesting_depth(buf)
+    except (Truncated, OSError, ValueError):
+        return 0
 
 
 def _span(reference: tuple[str, str, str]) -> tuple[int, int] | None:
@@ -194,13 +218,18 @@ def resolve_external(
             "with huggingface_hub's local_dir) and convert that copy."
         )
     try:
-        is_file = stat.S_ISREG(target.stat().st_mode)
+        mode = target.stat().st_mode
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # Python 3.13+ resolves a loop without raising
             raise ConversionError(_loops(where, exc)) from exc
-        is_file = False
-    if not is_file:
-        raise ConversionError(f"{where}: the file is missing. Copy the model together with its external data files.")
+        raise ConversionError(
+            f"{where}: the file is missing. Copy the model together with its external data files."
+        ) from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device"
+        raise ConversionError(
+            f"{where}: is {kind}, not a data file; refusing to read it. Point the location at the tensor's data file."
+        )
     try:
         offset = int(info.get("offset", 0))
         size = target.stat().st_size

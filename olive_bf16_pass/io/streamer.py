@@ -21,6 +21,12 @@ import onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits
 
+_HALVES = onnx.TensorProto.BFLOAT16  # a conversion into this type writes half the bytes it reads
+
+
+def _halves(conversion: Conversion | None) -> bool:
+    return conversion is not None and conversion.tensor.data_type == _HALVES
+
 __all__ = ["CHUNK_BYTES", "Conversion", "Handles", "MemoryOutput", "Output", "Progress", "Streamer"]
 
 CHUNK_BYTES = 16 << 20
@@ -29,7 +35,10 @@ Progress = Callable[[int, int], None]
 
 @dataclass(eq=False)
 class Conversion:
-    """An FP32 tensor still on disk that the writer rounds to BF16 while streaming it."""
+    """An FP32 tensor still on disk that the writer rounds to BF16 while streaming it.
+
+    The tensor's declared type says how the rounded values are written: BFLOAT16 (2 bytes an
+    element), or FLOAT for storage float32 (the BF16 bits shifted back: 4 bytes an element)."""
 
     tensor: onnx.TensorProto
     stats: RoundingStats = field(default_factory=RoundingStats)
@@ -121,6 +130,7 @@ class Streamer:
         self._sources = Handles("rb")
         self._in = [bytearray(CHUNK_BYTES) for _ in range(self.SLOTS)]
         self._out = [np.empty(CHUNK_BYTES // 4, dtype=np.uint16) for _ in range(self.SLOTS)]
+        self._wide: list[np.ndarray | None] = [None] * self.SLOTS  # storage float32: made on first use
         self._busy: list[Future | None] = [None] * self.SLOTS
         self._slot = 0
         self._stats_lock = threading.Lock()
@@ -131,7 +141,7 @@ class Streamer:
 
     def out_nbytes(self, tensor: onnx.TensorProto, conversion: Conversion | None) -> int:
         length = self.locate(tensor)[2]
-        return length // 2 if conversion else length
+        return length // 2 if _halves(conversion) else length
 
     def flush(self) -> None:
         """Wait until every queued chunk is written; raise the first error."""
@@ -157,15 +167,16 @@ class Streamer:
     def copy(self, tensor: onnx.TensorProto, out: Output, position: int, conversion: Conversion | None) -> int:
         """Queue the tensor's (converted) bytes for ``out`` at ``position``; return their size."""
         path, offset, length = self.locate(tensor)
+        halves = _halves(conversion)
         for start in range(0, length, CHUNK_BYTES):
             n = min(CHUNK_BYTES, length - start)
-            at = position + (start // 2 if conversion else start)
+            at = position + (start // 2 if halves else start)
             slot = self._take_slot()
             self._busy[slot] = self._pool.submit(self._chunk, slot, path, offset + start, n, out, at, conversion)
             self.done += n
             if self.progress:
                 self.progress(self.done, self.total)
-        return length // 2 if conversion else length
+        return length // 2 if halves else length
 
     def read(self, tensor: onnx.TensorProto, conversion: Conversion | None = None) -> bytes:
         """One tensor's whole (converted) data in memory, for the few that must be."""
@@ -185,7 +196,14 @@ class Streamer:
         local = RoundingStats()
         values = np.frombuffer(self._in[slot], dtype=np.float32, count=n // 4)
         bits = float32_to_bfloat16_bits(values, self.rounding, self.saturate, self._out[slot][: n // 4], local)
-        out.pwrite(bits.data, at)
+        if _halves(conversion):
+            out.pwrite(bits.data, at)
+        else:  # storage float32: the rounded value, as FP32 bits (exact: BF16 is FP32's top half)
+            if self._wide[slot] is None:
+                self._wide[slot] = np.empty(CHUNK_BYTES // 4, dtype="<u4")
+            wide = self._wide[slot][: n // 4]
+            np.left_shift(bits, 16, out=wide, dtype="<u4", casting="unsafe")
+            out.pwrite(wide.data, at)
         with self._stats_lock:
             conversion.stats.merge(local)
 

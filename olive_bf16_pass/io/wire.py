@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import onnx
 
 __all__ = [
-    "DATA_LOCATION", "EXTERNAL_DATA", "RAW_DATA", "SkeletonScanner", "Truncated", "fields", "len_field", "read_varint", "varint",
+    "DATA_LOCATION", "EXTERNAL_DATA", "LIFTED", "PROTOBUF_DEPTH", "RAW_DATA", "SkeletonScanner", "TooDeep", "Truncated", "fields",
+    "len_field", "nesting_depth", "read_varint", "varint",
 ]
 
 _LEN = 2  # wire type of length-delimited fields
@@ -29,6 +30,17 @@ RAW_DATA = _number(onnx.TensorProto, "raw_data")
 EXTERNAL_DATA = _number(onnx.TensorProto, "external_data")
 DATA_LOCATION = _number(onnx.TensorProto, "data_location")
 _KEY, _VALUE = _number(onnx.StringStringEntryProto, "key"), _number(onnx.StringStringEntryProto, "value")
+_DATA_TYPE = _number(onnx.TensorProto, "data_type")
+_FLOAT_DATA, _DOUBLE_DATA = _number(onnx.TensorProto, "float_data"), _number(onnx.TensorProto, "double_data")
+_VALUE_FIELDS = frozenset(
+    _number(onnx.TensorProto, name)
+    for name in ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+)
+# packed typed fields whose bytes are the raw_data of these types (fixed width, little-endian)
+_RAW_LIKE = {
+    _FLOAT_DATA: (onnx.TensorProto.FLOAT, onnx.TensorProto.COMPLEX64),
+    _DOUBLE_DATA: (onnx.TensorProto.DOUBLE, onnx.TensorProto.COMPLEX128),
+}
 
 # message kind -> {field number: kind of the message it holds}; fields not listed are copied as they are
 _CONTAINERS = {
@@ -43,6 +55,21 @@ _CONTAINERS = {
         _number(onnx.AttributeProto, "graphs"): "graph",
     },
 }
+
+
+# the location of bytes the scanner leaves in the model file: no file can bear the name (< > are
+# refused on Windows, and a real location is never looked up as it), and it is text whatever the
+# model file is called (a file name need not be UTF-8 on Linux)
+LIFTED = "<lifted from the model file>"
+PROTOBUF_DEPTH = 100  # upb's (and protobuf C++'s) default limit on nested messages
+
+
+class TooDeep(Exception):
+    """Messages nested deeper than protobuf parses: the model is well formed, but no ONNX tool can load it."""
+
+    def __init__(self, depth: int):
+        super().__init__(depth)
+        self.depth = depth
 
 
 class Truncated(Exception):
@@ -115,20 +142,23 @@ class SkeletonScanner:
     whose big tensors happen to be external. ``spans`` lists the (offset, length) lifted.
     """
 
-    def __init__(self, buf, location: str, limit: int):
+    def __init__(self, buf, limit: int, location: str = LIFTED):
         self.buf, self.location, self.limit = buf, location, limit
         self.spans: list[tuple[int, int]] = []
 
     def scan(self) -> bytes:
-        parts = self._message("model", 0, len(self.buf))
+        parts = self._message("model", 0, len(self.buf), 1)
         return b"".join(parts) if parts is not None else bytes(self.buf)
 
-    def _message(self, kind: str, start: int, end: int) -> list[bytes] | None:
+    def _message(self, kind: str, start: int, end: int, depth: int) -> list[bytes] | None:
         """The message's bytes with lifts, as parts; None when nothing in it was lifted.
 
         The hot loop of reading a model with many small nodes and tensors: one-byte keys and
-        lengths are read inline, and untouched runs of fields are copied as one slice.
+        lengths are read inline, and untouched runs of fields are copied as one slice. Recursion is
+        bounded by protobuf's own depth limit: anything deeper no parser reads, so it is refused.
         """
+        if depth > PROTOBUF_DEPTH:
+            raise TooDeep(depth)
         if kind == "tensor":
             return self._tensor(start, end)
         buf, containers, limit = self.buf, _CONTAINERS[kind], self.limit
@@ -162,7 +192,7 @@ class SkeletonScanner:
             sub = containers.get(field) if wire == _LEN else None
             if sub is None or pos - value_start < limit:
                 continue
-            inner = self._message(sub, value_start, pos)
+            inner = self._message(sub, value_start, pos, depth + 1)
             if inner is not None:
                 body = b"".join(inner)
                 parts.append(buf[copied:field_start])
@@ -174,22 +204,48 @@ class SkeletonScanner:
         return parts
 
     def _tensor(self, start: int, end: int) -> list[bytes] | None:
+        """A tensor whose data is one field of ``limit`` bytes or more, lifted: ``raw_data``, or packed
+        ``float_data`` / ``double_data`` of a type they hold byte for byte as ``raw_data`` would
+        (little-endian IEEE), so the rest of the converter sees one encoding and memory stays bounded
+        whatever the exporter chose. A tensor with its values in two fields is left as it is (the
+        validation refuses it), as is one whose data is already elsewhere."""
         kept: list[bytes] = []
-        raw = None
+        data: list[tuple[int, int, int]] = []  # (field, offset, length) of every value field
+        data_type = 0
         for field, wire, fstart, vstart, vend in fields(self.buf, start, end):
             if field == EXTERNAL_DATA:
                 return None  # already external (or malformed): leave it as it is
-            if field == RAW_DATA and wire == _LEN and vend - vstart >= self.limit:
-                raw = (vstart, vend - vstart)
-            else:
-                kept.append(self.buf[fstart:vend])
-        if raw is None:
+            if field == _DATA_TYPE and wire == 0:  # fields() gives a varint's end only: read it from its key
+                data_type = read_varint(self.buf, read_varint(self.buf, fstart, vend)[1], vend)[0]
+            if field in _VALUE_FIELDS:
+                data.append((field, vstart, vend - vstart) if wire == _LEN else (field, -1, 0))
+                if wire == _LEN and vend - vstart >= self.limit and len(data) == 1:
+                    continue  # may be lifted; kept below if not
+            kept.append(self.buf[fstart:vend])
+        if len(data) != 1 or data[0][1] < 0 or data[0][2] < self.limit:
             return None
-        self.spans.append(raw)
+        field, offset, length = data[0]
+        if field != RAW_DATA and data_type not in _RAW_LIKE.get(field, ()):
+            return None
+        self.spans.append((offset, length))
         kept.append(varint(DATA_LOCATION << 3) + varint(_EXTERNAL))
-        for key, value in (("location", self.location), ("offset", str(raw[0])), ("length", str(raw[1]))):
+        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             kept.append(_entry(key, value))
         return kept
 
 
-# descriptor full name -> [(field name, repeated, holds a message)] of its string and message fields
+def nesting_depth(buf) -> int:
+    """How deep the model's graphs nest, in messages (model = 1), following the fields that hold
+    graphs, nodes and attributes; iterative. Used to tell a model too deep for protobuf from a
+    truncated file, once parsing has failed. Raises Truncated on malformed bytes."""
+    deepest = 0
+    stack = [("model", 0, len(buf), 1)]
+    while stack:
+        kind, start, end, depth = stack.pop()
+        deepest = max(deepest, depth)
+        containers = _CONTAINERS.get(kind, {})
+        for field, wire, _, value_start, value_end in fields(buf, start, end):
+            sub = containers.get(field) if wire == _LEN else None
+            if sub is not None and sub != "tensor":
+                stack.append((sub, value_start, value_end, depth + 1))
+    return deepest

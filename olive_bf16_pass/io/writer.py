@@ -8,10 +8,8 @@ rename: Windows cannot replace a file that is still open.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +98,7 @@ def write_model(
             temps.extend(_write_with_external_data(skeleton, destination, external, streamer, conversions, created))
         streamer.close()  # an in-place write replaces the very file it read from
         checked = check(next(tmp for tmp, final in temps if final == dst)) if check is not None else None
-        with _renaming(destination):
-            if len(temps) > 1 and any(final.exists() for _, final in temps if final != dst) and dst.exists():
-                # an old model beside a data file about to be replaced would read the new bytes at its
-                # old offsets: remove it first, so an interruption leaves no model rather than a wrong one
-                _replace_or_explain(dst.unlink, dst)
-            for tmp, final in sorted(temps, key=lambda pair: pair[1] == dst):  # data first
-                _replace_or_explain(lambda: os.replace(tmp, final), final)
+        destination.put_in_place(temps)
         return Written([final for _, final in temps], checked)
     except BaseException:
         streamer.close()
@@ -116,55 +108,6 @@ def write_model(
             except OSError as exc:  # Windows: still open elsewhere; say so rather than hide the real error
                 logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
         raise
-
-
-_LOCK_STALE_SECONDS = 5.0  # renaming takes milliseconds: an older lock was left by a killed run
-_LOCK_WAIT_SECONDS = 120.0
-
-
-@contextlib.contextmanager
-def _renaming(destination: Destination):
-    """One writer at a time renames its files into OUT's place, so the model and data file that
-    end up there always come from the same run (two runs into one OUT could otherwise pair one's
-    model with the other's data). A lock file beside OUT, made with O_EXCL, works on every platform."""
-    dst, lock = destination.model, destination.lock
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                age = time.time() - lock.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age > _LOCK_STALE_SECONDS:
-                lock.unlink(missing_ok=True)
-                continue
-            if time.monotonic() > deadline:
-                raise ConversionError(
-                    f"{dst}: another conversion into the same output holds {lock.name}; wait for it to finish, "
-                    "or delete that file if no conversion is running."
-                ) from None
-            time.sleep(0.02)
-            continue
-        os.close(fd)
-        break
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _replace_or_explain(action: Callable[[], None], final: Path) -> None:
-    """Run a rename or delete of ``final``; on Windows one fails while any process has it open."""
-    try:
-        action()
-    except PermissionError as exc:
-        raise ConversionError(
-            f"{final}: cannot replace it ({exc.strerror}): another program probably has it open (an ONNX "
-            "Runtime session, Olive, an editor or a virus scanner on Windows). Close it and run again, "
-            "or write to another output path."
-        ) from exc
 
 
 def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, created: list[Path]) -> Path:

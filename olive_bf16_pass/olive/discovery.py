@@ -4,9 +4,9 @@ Olive 0.13 resolves a pass ``type`` only through its own package config (olive_c
 and ``--package-config`` replaces that file instead of extending it. The wheel therefore ships
 ``olive_bf16_pass.pth`` and ``_olive_bf16_pass_startup`` (olive/startup_hook.py here), a
 stdlib-only import hook registered at interpreter start. When ``olive.package_config`` is
-imported, the hook calls :func:`patch`, which wraps
-``OlivePackageConfig.get_pass_module_config`` so that a type Olive does *not* know falls back
-to this plugin's entries. Olive's own passes are always looked up first and never shadowed.
+imported, the hook calls :func:`patch`, which makes every ``OlivePackageConfig`` Olive builds
+carry this plugin's entries beside its own (a pydantic post-init hook): Olive lists them, and
+looks them up, itself. Olive's own passes are never shadowed.
 Likewise the evaluators register when Olive's evaluator module loads (Olive checks evaluator
 types while it parses a recipe), and ``run_engine`` gains the early provider check.
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import warnings
 
+__all__ = ["EXTENSIONS", "PLUGIN_PASSES", "extend", "merged_package_config", "patch"]
+
 PLUGIN_PASSES = {
     "OnnxFloatToBFloat16": {
         "module_path": "olive_bf16_pass.olive.passes.OnnxFloatToBFloat16",
@@ -32,7 +34,15 @@ PLUGIN_PASSES = {
         "supported_precisions": ["bf16"],
         "supported_algorithms": [],
         "supported_quantization_encodings": [],
-    }
+    },
+    "VitisAIContextCompile": {
+        "module_path": "olive_bf16_pass.olive.compile_pass.VitisAIContextCompile",
+        "supported_providers": ["VitisAIExecutionProvider"],
+        "supported_accelerators": ["npu"],
+        "supported_precisions": ["bf16"],
+        "supported_algorithms": [],
+        "supported_quantization_encodings": [],
+    },
 }
 
 
@@ -66,26 +76,32 @@ def _wrap_run_engine(module) -> None:
 
 
 def patch(module) -> None:
-    """Make ``module.OlivePackageConfig`` fall back to the plugin's passes for types it does not know."""
+    """Add the plugin's passes to every ``module.OlivePackageConfig`` Olive builds, where it lacks them.
+
+    A pydantic post-init hook, run after Olive's own validation: the entries then sit in
+    ``config.passes`` beside Olive's, so everything Olive does with its package config sees them
+    (``olive run``, ``olive run-pass --list-passes``, ``--list_required_packages``), and a pass type
+    nobody knows fails in Olive's own ``get_pass_module_config``, with no frame of this module in
+    the traceback. A built-in pass is never shadowed.
+    """
     cls = module.OlivePackageConfig
-    if getattr(cls.get_pass_module_config, "_olive_bf16_pass", False):
+    if getattr(cls, "_olive_bf16_pass", False):
         return
-    original = cls.get_pass_module_config
-    from olive.passes import PassModuleConfig
+    original = cls.__dict__.get("model_post_init")
 
-    entries = {name.lower(): entry for name, entry in PLUGIN_PASSES.items()}
+    def model_post_init(self, context) -> None:
+        if original is not None:
+            original(self, context)
+        from olive.passes import PassModuleConfig
 
-    def get_pass_module_config(self, pass_type: str):
-        try:
-            return original(self, pass_type)
-        except ValueError:
-            entry = entries.get(pass_type.rsplit(".", 1)[-1].lower())
-            if entry is None:
-                raise
-            return PassModuleConfig(**entry)
+        for name, entry in PLUGIN_PASSES.items():
+            if name.lower() not in self.passes:
+                self.passes[name.lower()] = PassModuleConfig(**entry)
 
-    get_pass_module_config._olive_bf16_pass = True
-    cls.get_pass_module_config = get_pass_module_config
+    cls.model_post_init = model_post_init
+    cls.__pydantic_post_init__ = "model_post_init"
+    cls.model_rebuild(force=True)
+    cls._olive_bf16_pass = True
 
 
 EXTENSIONS = {

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["EncoderForExport", "load_feature_extractor", "load_text_classifier"]
+
 
 class EncoderForExport(torch.nn.Module):
     """(input_ids, attention_mask) -> one named output of a Hugging Face encoder, called by keyword."""

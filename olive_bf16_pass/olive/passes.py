@@ -1,9 +1,22 @@
-"""OnnxFloatToBFloat16: Olive's view of the converter, a list of parameters and one call."""
+"""OnnxFloatToBFloat16: Olive's view of the converter, a list of parameters and one call.
+
+Where it belongs in a chain: last among the passes that rewrite the graph. ONNX Runtime's
+optimizer (OrtTransformersOptimization with opt_level > 0), onnxscript's constant folding
+(OnnxPeepholeOptimizer) and the quantizers' pre-processing fold ``Cast(bf16 weight)`` back into
+FP32 weights; a workflow that lists this pass before one of them stops before any pass runs
+(see composition.py). What the pass records about a conversion sits under one key,
+``olive_bf16_pass``, in the output model's metadata (and in ``model_attributes`` only where the
+input already had attributes: any non-empty attributes make OrtTransformersOptimization treat the
+model as a Hugging Face one); see attributes.py.
+"""
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Callable, Literal
 
 from olive.hardware.accelerator import AcceleratorSpec
 from olive.model import ONNXModelHandler
@@ -11,10 +24,16 @@ from olive.model.utils import resolve_onnx_path
 from olive.passes import Pass
 from olive.passes.onnx.common import get_external_data_config
 from olive.passes.pass_config import BasePassConfig, PassConfigParam
+from pydantic import Field, model_validator
 
 from olive_bf16_pass.convert import convert_file
 from olive_bf16_pass.errors import ConversionError, one_line, os_error_line
-from olive_bf16_pass.olive.attributes import SOURCE_MODEL_ATTRIBUTE
+from olive_bf16_pass.olive.attributes import (  # noqa: F401  (SOURCE_MODEL_ATTRIBUTE: older imports)
+    RECORD_KEY,
+    SOURCE_MODEL_ATTRIBUTE,
+    append_record,
+    bf16_tensors,
+)
 from olive_bf16_pass.olive.vitisai import (
     VITISAI_EP,
     has_vitisai_cache_key,
@@ -25,28 +44,56 @@ from olive_bf16_pass.olive.vitisai import (
 )
 from olive_bf16_pass.options import ConversionOptions, pass_parameters
 
+__all__ = [
+    "CORE_LOGGER", "KEEP_IO_TYPES", "OnnxFloatToBFloat16", "REPORT_SUFFIX", "VITIS_EXTERNAL_DATA", "parameter_table",
+]
+
+# under Olive's logger, so `olive run` shows it at its default level (INFO)
+logger = logging.getLogger("olive.passes.onnx.bf16_conversion")
+CORE_LOGGER = "olive_bf16_pass"  # the converter's loggers; forwarded to ``logger`` while the pass runs
+REPORT_SUFFIX = ".bf16_report.json"  # beside the model: model.onnx -> model.bf16_report.json
+
 # the Vitis AI EP loads single-file models only (RyzenAI-SW issue #320)
 VITIS_EXTERNAL_DATA = (
     "OnnxFloatToBFloat16: the target is VitisAIExecutionProvider, which cannot load ONNX external data, and {why}."
     " Set save_as_external_data: false and keep the model under 2 GB (BF16 halves the FP32 weights),"
     " or target another execution provider."
 )
+KEEP_IO_TYPES = (
+    "keep_io_types: OnnxFloatToBFloat16 converts weights only, so the model's inputs and outputs always stay"
+    " float32; true is the only value (false, BF16 inputs and outputs, is not something this pass does)."
+)
+
+
+def _constrained(name: str, param: dict) -> dict:
+    """A parameter whose allowed values are in its type, so Olive rejects a bad one when it parses."""
+    choices = next((f.metadata.get("choices") for f in fields(ConversionOptions) if f.name == name), ())
+    if choices:
+        param = {**param, "type_": Literal[tuple(choices)]}
+    elif param["type_"] is int:
+        param = {**param, "type_": Annotated[int, Field(ge=0)]}
+    return param
 
 
 class OnnxFloatToBFloat16(Pass):
     """Convert FP32 weights to BF16, each widened back to FP32 by a Cast so the model runs anywhere.
 
-    Streams tensors from the input model to the output, so memory stays near one chunk. Records
-    the source model's path in the output's ``model_attributes["bf16_source_model_path"]`` so
-    evaluators can compare against it. For the Vitis AI EP it refuses external data (the EP
-    cannot load it) and versions a given ``cache_key`` (see ``vitisai.py``).
+    Streams tensors from the input model to the output, so memory stays near one chunk. Writes the
+    JSON report beside the model (``<model>.bf16_report.json``) and logs its summary under Olive's
+    logger. For the Vitis AI EP it refuses external data (the EP cannot load it) and versions a
+    given ``cache_key`` (see ``vitisai.py``). Run it after the passes that optimize or quantize.
     """
 
     @classmethod
     def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
-        config = {name: PassConfigParam(**param) for name, param in pass_parameters().items()}
+        config = {name: PassConfigParam(**_constrained(name, p)) for name, p in pass_parameters().items()}
+        config["keep_io_types"] = PassConfigParam(
+            type_=Literal[True],
+            default_value=True,
+            description="Olive's FP16 vocabulary: inputs and outputs stay float32 here always; only true is allowed.",
+        )
         config["inference_settings"] = PassConfigParam(
-            type_=Optional[dict[str, Any]],
+            type_=dict[str, Any] | None,
             default_value=None,
             description=(
                 "Inference settings (execution providers and their options) put on the output model; "
@@ -54,13 +101,50 @@ class OnnxFloatToBFloat16(Pass):
             ),
         )
         config.update(get_external_data_config())
+        config["all_tensors_to_one_file"] = PassConfigParam(
+            type_=Literal[True],
+            default_value=True,
+            description="External data goes to one file (external_data_name); only true is allowed.",
+        )
+        config["vitisai_check"] = PassConfigParam(
+            type_=bool,
+            default_value=True,
+            description=(
+                "When the target is the Vitis AI EP, check the output as olive-bf16 check --target vitisai does "
+                "(static shapes, one file under 2 GB, opset 17, ...) and stop the workflow before evaluation when "
+                "it is not ready; false skips the check."
+            ),
+        )
+        config["vitisai_runtime"] = PassConfigParam(
+            type_=dict[str, str] | None,
+            default_value=None,
+            description=(
+                "Set by the pass, not by you: the ONNX Runtime / Ryzen AI versions a Vitis AI cache_key is versioned"
+                " with, so that Olive's cache of this pass changes with them."
+            ),
+        )
         return config
+
+    @classmethod
+    def _validators(cls) -> dict[str, Callable]:
+        return {"validate_vocabulary": model_validator(mode="before")(_validate_vocabulary)}
+
+    @classmethod
+    def is_accelerator_agnostic(cls, accelerator_spec: AcceleratorSpec) -> bool:
+        """Agnostic except for the Vitis AI EP, whose output is checked for it (no external data): a
+        CPU run's cached output must not be reused for a Vitis AI target."""
+        return getattr(accelerator_spec, "execution_provider", None) != VITISAI_EP
+
+    def __init__(self, accelerator_spec: AcceleratorSpec, config, *args, **kwargs):
+        super().__init__(accelerator_spec, config, *args, **kwargs)
+        # Olive keys its cache of this pass by the config: a versioned cache_key must change with the runtime
+        settings = getattr(self.config, "inference_settings", None)
+        if has_vitisai_cache_key(settings):
+            self.config.vitisai_runtime = runtime_versions()
 
     def _run_for_config(
         self, model: ONNXModelHandler, config: type[BasePassConfig], output_model_path: str
     ) -> ONNXModelHandler:
-        if not config.all_tensors_to_one_file:
-            raise ValueError("OnnxFloatToBFloat16 writes external data to one file; set all_tensors_to_one_file: true.")
         settings = config.inference_settings or model.inference_settings
         vitis = self.accelerator_spec.execution_provider == VITISAI_EP or names_vitisai(settings)
         if vitis and config.save_as_external_data:
@@ -68,44 +152,129 @@ class OnnxFloatToBFloat16(Pass):
         source = Path(model.model_path)
         output = Path(resolve_onnx_path(output_model_path, source.name))
         try:
-            report = convert_file(
-                source,
-                output,
-                ConversionOptions.from_dict(config.model_dump()),
-                save_as_external_data=config.save_as_external_data,
-                external_data_name=config.external_data_name,
-                size_threshold=config.size_threshold,
-                convert_attribute=config.convert_attribute,
-            )
+            with _forwarded_core_logs():
+                report = convert_file(
+                    source,
+                    output,
+                    ConversionOptions.from_dict(config.model_dump()),
+                    save_as_external_data=config.save_as_external_data,
+                    external_data_name=config.external_data_name,
+                    size_threshold=config.size_threshold,
+                    convert_attribute=config.convert_attribute,
+                )
         except ConversionError as exc:  # re-raised one line, still a ValueError: Olive stops the run on it
             raise ConversionError(f"OnnxFloatToBFloat16: {one_line(exc)}") from exc
         except OSError as exc:  # disk full, no permission: Olive would log these and exit 0 with no model
             raise ConversionError(f"OnnxFloatToBFloat16: {os_error_line(exc)}; nothing was written") from exc
-        in_folder = len(report.destination) > 1
-        if vitis and in_folder:
+        except Exception as exc:  # noqa: BLE001 - any other failure must stop the run too (Olive re-raises ValueError)
+            raise ConversionError(
+                f"OnnxFloatToBFloat16: unexpected {type(exc).__name__}: {one_line(exc)[:300]}; nothing was written. "
+                "Please report it with the model (or its shapes)."
+            ) from exc
+        if vitis and len(report.destination) > 1:
             _remove(report.destination)
             raise ValueError(VITIS_EXTERNAL_DATA.format(why="the BF16 model is over 2 GB, so it needs external data"))
+        if vitis and config.vitisai_check:
+            _check_for_vitisai(output, report)
+        count, size = bf16_tensors(output)
+        record = {
+            "source_model_path": str(source.resolve()),
+            "converted": len(report.converted),
+            "bf16_tensors": count,
+            "bytes_before": report.file_bytes_before,
+            "bytes_after": size,
+            "size_ratio": round(report.ratio, 4),
+            "opset_upgrade": report.opset_upgrade,  # [from, to] when the input was below opset 13
+            "report": output.with_suffix("").name + REPORT_SUFFIX,
+        }
+        append_record(output, record)
+        report.write_json(output.parent / record["report"])
+        logger.info("OnnxFloatToBFloat16 (%s): %s\nreport: %s", source.name, report.summary(),
+                    output.parent / record["report"])
         if has_vitisai_cache_key(settings):
             settings = with_versioned_cache_keys(settings, model_fingerprint(report.destination), runtime_versions())
-        attributes = {
-            **(model.model_attributes or {}),
-            SOURCE_MODEL_ATTRIBUTE: str(source.resolve()),
-            "bf16_conversion": {
-                "converted": len(report.converted),
-                "size_ratio": round(report.ratio, 4),
-                "opset_upgrade": report.opset_upgrade,  # [from, to] when the input was below opset 13
-            },
-        }
-        return ONNXModelHandler(
-            model_path=str(output.parent) if in_folder else str(output),
-            onnx_file_name=output.name if in_folder else None,
+        attributes = model.model_attributes
+        if attributes:  # never make empty attributes non-empty: OrtTransformersOptimization reads that as HF
+            attributes = {**attributes, RECORD_KEY: record}
+        return ONNXModelHandler(  # the folder, so Olive copies the report with the model
+            model_path=str(output.parent),
+            onnx_file_name=output.name,
             inference_settings=settings,
             use_ort_extensions=model.use_ort_extensions,
             model_attributes=attributes,
         )
 
 
+def _check_for_vitisai(output: Path, report) -> None:
+    """The readiness check on the output (what the EP will compile): warnings logged, blockers stop the run
+    before evaluation with the same lines as olive-bf16 check (vitisai_check: false skips it)."""
+    from olive_bf16_pass.vitisai.readiness import check_model
+
+    verdict = check_model(output, ConversionOptions.from_dict(report.options))
+    for finding in verdict.warnings:
+        logger.warning("OnnxFloatToBFloat16 (Vitis AI check): %s", finding.line)
+    if not verdict.ready:
+        _remove(report.destination)
+        raise ConversionError(
+            "OnnxFloatToBFloat16: " + " | ".join([verdict.headline(), *(f"blocker: {f.line}" for f in verdict.blockers)])
+            + " | (vitisai_check: false skips this check)"
+        )
+
+
+def _validate_vocabulary(cls, values):
+    """Olive's FP16 vocabulary, checked when Olive parses the config: exclusive pairs, keep_io_types."""
+    if not isinstance(values, dict):
+        return values
+    if values.get("keep_io_types") is False:
+        raise ValueError(KEEP_IO_TYPES)
+    for include, block in (("op_include_list", "op_block_list"), ("node_include_list", "node_block_list")):
+        if values.get(include) is not None and values.get(block):
+            raise ValueError(f"{include} and {block} are mutually exclusive (as in OnnxFloatToFloat16); give one of them")
+    return values
+
+
+@contextmanager
+def _forwarded_core_logs():
+    """The converter's log records go to Olive's logger (shown by `olive run`) while the pass runs."""
+    core = logging.getLogger(CORE_LOGGER)
+
+    class Forward(logging.Handler):
+        def emit(self, record):
+            if logger.isEnabledFor(record.levelno):
+                logger.log(record.levelno, "OnnxFloatToBFloat16: %s", record.getMessage())
+
+    handler, propagate = Forward(), core.propagate
+    core.addHandler(handler)
+    core.propagate = False
+    try:
+        yield
+    finally:
+        core.removeHandler(handler)
+        core.propagate = propagate
+
+
 def _remove(paths: list[str]) -> None:
     """Delete the files of a refused output, so Olive does not pick them up."""
     for path in paths:
         Path(path).unlink(missing_ok=True)
+
+
+def parameter_table() -> str:
+    """The pass's parameters as a markdown table (name, type, default, description), generated from
+    ``_default_config``; recipes/README.md holds a copy that a test keeps equal to it."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    def type_name(type_: Any) -> str:
+        bounds = [f">= {m.ge}" for f in getattr(type_, "__metadata__", ()) for m in getattr(f, "metadata", [f])
+                  if getattr(m, "ge", None) is not None]
+        if bounds:  # Annotated[int, Field(ge=0)] -> "int >= 0"
+            return " ".join([type_name(type_.__origin__), *bounds])
+        return type_.__name__ if isinstance(type_, type) else str(type_).replace("typing.", "")
+
+    rows = ["| parameter | type | default | description |", "|---|---|---|---|"]
+    for name, param in OnnxFloatToBFloat16._default_config(None).items():
+        default = "`None`" if param.default_value is None else f"`{param.default_value!r}`"
+        rows.append(f"| `{name}` | `{cell(type_name(param.type_))}` | {cell(default)} | {cell(param.description)} |")
+    return "\n".join(rows) + "\n"

@@ -12,6 +12,8 @@ import importlib.machinery
 import os
 import sys
 
+__all__ = ["ENV_SWITCH", "OliveExtensionHook", "TARGETS", "enabled", "install"]
+
 ENV_SWITCH = "OLIVE_BF16_PASS_DISCOVERY"
 # kept in step with olive_bf16_pass.olive.discovery.EXTENSIONS
 TARGETS = ("olive.package_config", "olive.evaluator.olive_evaluator", "olive.workflows.run.run")

@@ -21,7 +21,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-VITISAI_EP = "VitisAIExecutionProvider"
+from olive_bf16_pass.providers import VITISAI as VITISAI_EP
+
+__all__ = [
+    "EP_DISTRIBUTIONS", "has_vitisai_cache_key", "model_fingerprint", "names_vitisai", "runtime_versions", "versioned_cache_key", "with_versioned_cache_keys",
+]
+
 # (label in the key, distribution): the vendor ORT build and the Vitis AI runtime of Ryzen AI
 EP_DISTRIBUTIONS = (("vai", "onnxruntime-vitisai"), ("voe", "voe"))
 _SUFFIX = re.compile(r"-m[0-9a-f]{12}-ort[^-]*(-(vai|voe)[^-]*)*$")

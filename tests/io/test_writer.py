@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ import pytest
 
 from helpers import embedding_mlp, run, save
 from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
-from olive_bf16_pass.io import writer
+from olive_bf16_pass.io import destination, writer
 from olive_bf16_pass.io.destination import Destination
 
 IDS = np.array([[1, 5, 63, 0]], np.int64)
@@ -74,8 +75,8 @@ def test_a_live_lock_is_waited_for_then_named(tmp_path, monkeypatch):
     src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
     dst = tmp_path / "out.onnx"
     lock = tmp_path / ".out.onnx.lock"
-    monkeypatch.setattr(writer, "_LOCK_WAIT_SECONDS", 0.3)
-    monkeypatch.setattr(writer, "_LOCK_STALE_SECONDS", 3600)
+    monkeypatch.setattr(destination, "_LOCK_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(destination, "_LOCK_STALE_SECONDS", 3600)
     lock.write_text("12345\n")
     with pytest.raises(ConversionError, match=r"another conversion into the same output holds \.out\.onnx\.lock"):
         convert_file(src, dst)
@@ -122,3 +123,33 @@ def test_convert_attribute_puts_constant_values_in_the_data_file(tmp_path, conve
     for sign in (1, -1):  # both branches
         got, ref = run(dst, {"x": sign * np.abs(x)})[0], run(src, {"x": sign * np.abs(x)})[0]
         assert np.allclose(got, ref, atol=0.05 * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("failing", ["data", "model"])
+def test_a_failed_replace_keeps_the_previous_model_and_its_data(tmp_path, monkeypatch, failing):
+    """OUT and OUT.data from a previous run survive a replace that fails half-way (on Windows, a data file
+    an ONNX Runtime session maps): never a missing model, never the old model reading new data."""
+    import hashlib
+
+    from olive_bf16_pass.io import destination
+
+    src = save(embedding_mlp(vocab=512, hidden=64), tmp_path / "m.onnx")
+    dst = tmp_path / "out.onnx"
+    convert_file(src, dst, ConversionOptions(min_elements=1), save_as_external_data=True)
+    old = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (dst, tmp_path / "out.onnx.data")}
+    real = os.replace
+
+    def replace(a, b):
+        if Path(a).name.endswith(".tmp") and Path(b).name == ("out.onnx.data" if failing == "data" else "out.onnx"):
+            raise PermissionError(13, "Permission denied")
+        real(a, b)
+
+    monkeypatch.setattr(writer.os, "replace", replace)
+    monkeypatch.setattr(destination, "_WINDOWS", False)
+    src2 = save(embedding_mlp(vocab=512, hidden=64, seed=7), tmp_path / "m2.onnx")
+    with pytest.raises(ConversionError, match="check the permissions.*previous output.*kept"):
+        convert_file(src2, dst, ConversionOptions(min_elements=1), save_as_external_data=True)
+    monkeypatch.setattr(writer.os, "replace", real)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (dst, tmp_path / "out.onnx.data")} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m2.onnx", "out.onnx", "out.onnx.data"]
+    run(dst, {"ids": IDS})  # the previous model still loads and runs

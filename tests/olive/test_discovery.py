@@ -14,6 +14,7 @@ from helpers import embedding_mlp, save
 from olive_bf16_pass.olive.discovery import PLUGIN_PASSES, merged_package_config
 
 OLIVE = str(Path(sys.executable).parent / "olive")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra):
@@ -127,9 +128,18 @@ def test_the_startup_hook_watches_exactly_the_modules_discovery_extends():
 # --- an Olive outside the tested range, and a plugin that fails, leave Olive as it was -------
 
 
-class _FakePackageConfig:
-    def get_pass_module_config(self, pass_type):
-        raise ValueError(f"Package configuration for pass of type '{pass_type}' not found")
+def _fake_package_config_class():
+    """A pydantic model shaped like Olive's OlivePackageConfig (``passes``), fresh per test."""
+    from olive.passes import PassModuleConfig
+    from pydantic import BaseModel
+
+    class FakePackageConfig(BaseModel):
+        passes: dict[str, PassModuleConfig] = {}
+
+    return FakePackageConfig
+
+
+_FakePackageConfig = _fake_package_config_class()
 
 
 def _fake_package_config_module():
@@ -149,10 +159,9 @@ def test_an_untested_olive_is_left_alone_with_one_clear_warning(monkeypatch):
     )
     monkeypatch.setattr(discovery, "_warned", set())
     module = _fake_package_config_module()
-    original = _FakePackageConfig.get_pass_module_config
     with pytest.warns(RuntimeWarning, match=r"tested with olive-ai >=0\.13,<0\.14.*has 0\.14\.2.*OLIVE_BF16_PASS_DISCOVERY=0"):
         discovery.extend(module)
-    assert _FakePackageConfig.get_pass_module_config is original  # not patched
+    assert _FakePackageConfig().passes == {}  # not extended
     import warnings
 
     with warnings.catch_warnings():
@@ -165,16 +174,13 @@ def test_the_tested_olive_is_extended(monkeypatch):
     from olive_bf16_pass.optional import untested_olive_message
 
     assert untested_olive_message() is None  # the Olive the tests run with is in range
-    module = _fake_package_config_module()
-    original = _FakePackageConfig.get_pass_module_config
-    try:
-        discovery.extend(module)
-        assert _FakePackageConfig.get_pass_module_config is not original
-        assert _FakePackageConfig().get_pass_module_config("OnnxFloatToBFloat16").module_path.endswith(
-            "OnnxFloatToBFloat16"
-        )
-    finally:
-        _FakePackageConfig.get_pass_module_config = original
+    cls = _fake_package_config_class()
+    import types
+
+    discovery.extend(types.SimpleNamespace(__name__="olive.package_config", OlivePackageConfig=cls))
+    assert cls().passes["onnxfloattobfloat16"].module_path.endswith("OnnxFloatToBFloat16")
+    assert cls(passes={"onnxfloattobfloat16": {"module_path": "theirs.Pass"}}).passes[
+        "onnxfloattobfloat16"].module_path == "theirs.Pass"  # never shadows what the config has
 
 
 def test_a_failing_plugin_never_breaks_the_olive_module_it_extends(monkeypatch):
@@ -196,3 +202,25 @@ def test_a_failing_plugin_never_breaks_the_olive_module_it_extends(monkeypatch):
         hook._extend(module)
     hook._extend(module)  # a second failure: no exception either
     assert hook._failed == ["olive.package_config", "olive.package_config"]
+
+
+def test_olive_lists_the_pass_and_its_packages(tmp_path):
+    result = subprocess.run([OLIVE, "run-pass", "--list-passes"], cwd=tmp_path, env=_env(PYTHONPATH=str(ROOT)),
+                            capture_output=True, text=True, timeout=300)
+    assert "onnxfloattobfloat16" in result.stdout.lower(), result.stdout[-2000:] + result.stderr[-2000:]
+    recipe = _recipe(tmp_path)
+    result = _olive_run(tmp_path, recipe, "--list_required_packages", PYTHONPATH=str(ROOT))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "olive_requirements.txt").is_file()
+
+
+def test_a_typo_in_another_pass_type_is_olives_own_error_without_our_frames():
+    import traceback
+
+    from olive.package_config import OlivePackageConfig
+
+    config = OlivePackageConfig.parse_file_or_obj(OlivePackageConfig.get_default_config_path())
+    with pytest.raises(ValueError, match="Package configuration for pass of type 'onnxpeepholeoptimiser' not found") as info:
+        config.import_pass_module("OnnxPeepholeOptimiser")
+    frames = [f.filename for f in traceback.extract_tb(info.value.__traceback__)]
+    assert not any("olive_bf16_pass" in f for f in frames), frames

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -27,12 +28,16 @@ def _embed(onnx_handler, model_path, source, tokenizer, **options):
 # ----------------------------------------------------------------------------- the evaluators
 
 
-def test_embedding_evaluator_against_itself(encoder_pair, tokenizer_dir, embed):
+def test_the_fp32_model_itself_is_the_baseline_not_fidelity_one(encoder_pair, tokenizer_dir, embed, capsys):
+    """Its own reference (or no record and no BF16 at all, as Olive's input model): no self-comparison."""
     fp32, _ = encoder_pair
-    r = embed(fp32, fp32, tokenizer_dir, pooling="mean")
-    assert r["fidelity-cosine_mean"] == pytest.approx(1.0)
-    assert r["retrieval-top10_overlap"] == 1.0
-    assert r["size-ratio"] == pytest.approx(1.0)
+    for source in (fp32, None):
+        r = embed(fp32, source, tokenizer_dir, pooling="mean")
+        assert set(r) == {"latency-p50", "latency-p90", "size-bytes", "placement-ep_op_share"}
+        assert r["size-bytes"] == fp32.stat().st_size
+        out = capsys.readouterr().out
+        assert "is the FP32 model itself, evaluated as the BASELINE" in out
+        assert "fidelity-cosine_mean" not in out  # no table of a model against itself
 
 
 def test_embedding_evaluator_on_bf16(encoder_pair, tokenizer_dir, embed):
@@ -103,7 +108,7 @@ def test_reranker_evaluator(reranker_pair, tokenizer_dir, onnx_handler):
 
 def test_latency_runs_take_turns_over_several_inputs(encoder_pair, tokenizer_dir, embed, monkeypatch):
     """FP32, BF16, FP32, BF16, ... on the first corpus inputs in turn: drift reaches both alike."""
-    from olive_bf16_pass.olive import sessions
+    from olive_bf16_pass.evaluation import sessions
 
     runs = []
 
@@ -195,8 +200,9 @@ def test_odd_outputs_get_a_clear_error_not_numpys(evaluator, kind, request, toke
     odd = _with_output(fp32, tmp_path / "odd.onnx", [node(out)], output, consts)
     options = {"num_queries": 4, "group_size": 4} if reranker else {"pooling": "mean", "corpus_limit": 20}
     evaluator = getattr(ev, evaluator)(tokenizer=str(tokenizer_dir), latency_runs=1, **options)
+    twin = shutil.copy(odd, tmp_path / "twin.onnx")  # another file: the model itself would be a baseline
     with pytest.raises(ev.EvaluationError) as info:
-        evaluator.evaluate(onnx_handler(odd, odd), [], "cpu", ["CPUExecutionProvider"])
+        evaluator.evaluate(onnx_handler(odd, twin), [], "cpu", ["CPUExecutionProvider"])
     message = str(info.value)
     assert "output 'y' (shape [" in message and says in message and "output_name" in message
     assert "failed:" not in message  # not numpy's IndexError / TypeError passed on
@@ -251,11 +257,12 @@ def test_two_class_reranker_is_ranked_by_the_positive_class(reranker_pair, token
 def test_more_than_two_classes_need_score_index(reranker_pair, tokenizer_dir, onnx_handler, tmp_path):
     fp32, _ = reranker_pair
     three = _two_class(fp32, tmp_path / "three.onnx", np.random.default_rng(8).standard_normal((16, 3)), np.zeros(16))
+    twin = shutil.copy(three, tmp_path / "twin.onnx")
     options = {"tokenizer": str(tokenizer_dir), "num_queries": 4, "group_size": 4, "latency_runs": 1}
     with pytest.raises(ev.EvaluationError, match=r"has 3 classes.*'score_index'"):
-        ev.RerankerFidelityEvaluator(**options).evaluate(onnx_handler(three, three), [], "cpu", "CPUExecutionProvider")
+        ev.RerankerFidelityEvaluator(**options).evaluate(onnx_handler(three, twin), [], "cpu", "CPUExecutionProvider")
     r = ev.RerankerFidelityEvaluator(score_index=2, **options).evaluate(
-        onnx_handler(three, three), [], "cpu", "CPUExecutionProvider"
+        onnx_handler(three, twin), [], "cpu", "CPUExecutionProvider"
     )
     assert r.root["fidelity-spearman"].value == pytest.approx(1.0)
 
@@ -272,7 +279,7 @@ def test_failures_are_value_errors():
 
 def test_missing_source_attribute(encoder_pair, tokenizer_dir, embed):
     _, bf16 = encoder_pair
-    with pytest.raises(ev.EvaluationError, match="bf16_source_model_path"):
+    with pytest.raises(ev.EvaluationError, match="no record of OnnxFloatToBFloat16.*'reference_model'"):
         embed(bf16, None, tokenizer_dir)
 
 
@@ -315,22 +322,45 @@ def test_missing_provider_names_it_and_the_cpu_twin(encoder_pair, tokenizer_dir,
 
 def test_silent_fallback_fails_the_evaluation(encoder_pair, tokenizer_dir, embed, monkeypatch, tmp_path):
     """The placement figures decide, not session.get_providers(): a measured fallback stops the run."""
-    from olive_bf16_pass.olive import placement as pl
-    from olive_bf16_pass.olive.probe import PlacementProbe
+    from olive_bf16_pass.evaluation.placement import Placement
+    from olive_bf16_pass.evaluation.probe import PlacementProbe
+    from olive_bf16_pass.providers import VITISAI
 
     fp32, bf16 = encoder_pair
-    fell_back = pl.Placement(pl.VITISAI_PROVIDER, {"CPU": 12, "VAIML": 0}, 0, "vitisai_log", 0, {"MatMul": 5, "Add": 7})
+    fell_back = Placement(VITISAI, {"CPU": 12, "VAIML": 0}, 0, "vitisai_log", 0, {"MatMul": 5, "Add": 7})
     monkeypatch.setattr(PlacementProbe, "measure", lambda self: fell_back)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ev.EvaluationError, match=r"VitisAIExecutionProvider ran 0\.0%.*Add x7, MatMul x5"):
         embed(bf16, fp32, tokenizer_dir, pooling="mean")
-    partial = pl.Placement(pl.VITISAI_PROVIDER, {"CPU": 2, "VAIML": 8}, 8, "vitisai_log", 1)
+    partial = Placement(VITISAI, {"CPU": 2, "VAIML": 8}, 8, "vitisai_log", 1)
     monkeypatch.setattr(PlacementProbe, "measure", lambda self: partial)
     with pytest.raises(ev.EvaluationError, match="required >= 0.9"):
         embed(bf16, fp32, tokenizer_dir, pooling="mean", min_ep_op_share=0.9)
     r = embed(bf16, fp32, tokenizer_dir, pooling="mean", min_ep_op_share=0.75)
     assert r["placement-ep_op_share"] == 0.8 and r["placement-npu_subgraphs"] == 1
     assert not list(tmp_path.glob("onnxruntime_profile*"))  # closed and removed even when measure is skipped
+
+
+def test_probe_on_a_session_olive_makes_stops_profiling_before_timing(tmp_path, monkeypatch, onnx_handler):
+    """Olive's prepare_session honours the probe's settings: profiled from creation to measure()."""
+    from helpers import embedding_mlp, save
+    from olive_bf16_pass.evaluation.probe import PlacementProbe
+    from olive_bf16_pass.providers import CPU
+
+    monkeypatch.chdir(tmp_path)  # Olive gives no profile prefix: the profile lands in the cwd
+    model_path = save(embedding_mlp(), tmp_path / "m.onnx")
+    handler = onnx_handler(model_path, None)
+    probe = PlacementProbe(CPU)
+    settings = probe.settings(handler.merge_inference_settings(None, [CPU]))
+    with probe.creating():
+        session = handler.prepare_session(inference_settings=settings, device="cpu")
+    probe.attach(session)
+    session.run(None, {"ids": np.array([[1, 2]], np.int64)})
+    p = probe.measure()
+    assert p.ops_by_device[CPU] >= 1 and p.ep_op_share == 1.0
+    session.run(None, {"ids": np.array([[1, 2]], np.int64)})
+    assert session.end_profiling() == ""  # profiling is off for what follows
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_broken_model_becomes_evaluation_error(tmp_path, encoder_pair, tokenizer_dir, embed, monkeypatch):
@@ -382,12 +412,12 @@ def _workflow(input_path, output_dir, evaluator, tokenizer):
 
 
 def test_failed_evaluation_stops_olive_run(tmp_path, encoder_pair, tokenizer_dir):
-    """Without the BF16 pass there is no source attribute: olive must raise, not log and return."""
+    """A BF16 model that no pass of ours made has no FP32 source: olive must raise, not log and return."""
     from olive.workflows import run as olive_run
 
-    fp32, _ = encoder_pair
-    with pytest.raises(ev.EvaluationError, match="bf16_source_model_path"):
-        olive_run(_workflow(fp32, tmp_path, {"corpus_limit": 8}, tokenizer_dir))
+    _, bf16 = encoder_pair
+    with pytest.raises(ev.EvaluationError, match="no record of OnnxFloatToBFloat16"):
+        olive_run(_workflow(bf16, tmp_path, {"corpus_limit": 8}, tokenizer_dir))
     assert not (tmp_path / "out" / "model.onnx").exists()
 
 

@@ -20,6 +20,9 @@ EXPECTED = {
     "olive_bf16_pass.olive",
     "olive_bf16_pass.olive.discovery",  # the pass lookup patch
     "olive_bf16_pass.olive.evaluators",  # registers the evaluators; their work is imported when they run
+    "olive_bf16_pass.olive.fidelity_base",  # the evaluators' base class (Olive and attributes.py only)
+    "olive_bf16_pass.evaluation",  # empty: the package of evaluation/errors.py
+    "olive_bf16_pass.evaluation.errors",  # EvaluationError, which the evaluators raise (imports nothing)
     "olive_bf16_pass.olive.attributes",
     "olive_bf16_pass.olive.provider_check",  # wraps run_engine (olive.workflows.run.run only)
 }
@@ -29,9 +32,10 @@ HEAVY = {
     "olive_bf16_pass.convert", "olive_bf16_pass.traversal", "olive_bf16_pass.selection", "olive_bf16_pass.graph",
     "olive_bf16_pass.io", "olive_bf16_pass.io.source", "olive_bf16_pass.io.streamer", "olive_bf16_pass.io.wire",
     "olive_bf16_pass.io.writer", "olive_bf16_pass.checking", "olive_bf16_pass.rounding", "olive_bf16_pass.report",
-    "olive_bf16_pass.options", "olive_bf16_pass.agreement", "olive_bf16_pass.olive.passes",
-    "olive_bf16_pass.olive.vitisai", "olive_bf16_pass.olive.sessions", "olive_bf16_pass.olive.probe",
-    "olive_bf16_pass.olive.placement", "olive_bf16_pass.olive.corpus", "olive_bf16_pass.olive.table",
+    "olive_bf16_pass.options", "olive_bf16_pass.olive.passes", "olive_bf16_pass.olive.vitisai",
+    "olive_bf16_pass.evaluation.agreement", "olive_bf16_pass.evaluation.sessions", "olive_bf16_pass.evaluation.probe",
+    "olive_bf16_pass.evaluation.placement", "olive_bf16_pass.evaluation.corpus", "olive_bf16_pass.evaluation.table",
+    "olive_bf16_pass.evaluation.thresholds", "olive_bf16_pass.olive.gate",
 }
 
 PROBE = """

