@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import shapes  # noqa: E402
+from benchmarks import floor, shapes  # noqa: E402
 from benchmarks.build import MODELS, ensure_built, model_path  # noqa: E402
 from benchmarks.measure import mem_available, run_measured  # noqa: E402
 
@@ -502,8 +502,13 @@ def parse_args(argv=None):
     ap.add_argument("--shapes", default="tiny100k,constant,if_branch,float_data,small98mb",
                     help="cases of benchmarks/shapes.py to run after the models, against onnx.load + onnx.save "
                          "(default: all; '' for none)")
+    ap.add_argument("--floor", default="bce",
+                    help="models (of --models) whose single file is also converted against cp + sync and onnx.load + "
+                         "onnx.save + sync, alternating (benchmarks/floor.py; default bce; '' for none)")
+    ap.add_argument("--floor-pairs", type=int, default=5, help="alternating rounds of that comparison (default 5)")
     a = ap.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
+    a.floor = [m for m in a.floor.split(",") if m and m in a.models]
     a.tools_default = a.tools is None
     a.tools = [t for t in (a.tools or DEFAULT_TOOLS).split(",") if t]
     for m in a.models:
@@ -539,7 +544,22 @@ def main(argv=None) -> int:
         print(shapes.render([row for case in a.shapes.split(",") if case
                              for row in shapes.bench_case(case, Path(a.out) / "shapes", runs=3)]), flush=True)
         print(flush=True)
+    floors = {}
+    if a.floor:
+        print(f"## floor (benchmarks/floor.py: each command + sync of its output, {a.floor_pairs} alternating rounds; "
+              "ratios are medians of the per-round ratios)")
+        rows = []
+        for model in a.floor:
+            bench.log(f"floor: {model}")
+            src = model_path(bench.out, model)
+            floors[model] = floor.measure(src, bench.out / "runs" / "floor", a.floor_pairs, log=bench.log)
+            rows += floor.table_rows(model, src, floors[model])
+        print(floor.render(rows), flush=True)
+        print(flush=True)
     ts = targets(results)
+    for model, figures in floors.items():  # issue 16: a conversion at the cost of a copy
+        ts.append(Target(model, "ours (convert + sync) / cp + sync, paired median", floor.ratio(figures, floor.OURS, floor.CP),
+                         1.0, "<=", f"({a.floor_pairs} rounds, portable path)"))
     print("## targets")
     for t in ts:
         print(t.line())
@@ -557,6 +577,7 @@ def main(argv=None) -> int:
             "mem_cap": bench.mem_cap, "build_s": build_s, "bench_s": took,
             "models": {m: [r.to_dict() for r in rows] for m, rows in results.items()},
             "targets": [t.to_dict() for t in ts],
+            "floor": {m: floor.to_dict(f) for m, f in floors.items()},
         }
         Path(a.json).write_text(json.dumps(doc, indent=1, default=str))
         print(f"results written to {a.json}")

@@ -86,10 +86,17 @@ def convert(args) -> None:
 
 
 def _refuse_unsafe_paths(args, conversion_error: type) -> None:
-    """Before converting: OUT must be absent or a regular file, and --report must not replace a model file."""
+    """Before any work, every path the run will write: OUT (and its data file) absent or a regular file in a
+    folder we may write to, and --report a file we may write that replaces no model file."""
     from olive_bf16_pass.io.destination import Destination
 
-    data = Destination(args.output, args.external_data_name).data
+    destination = Destination(args.output, args.external_data_name)
+    data = destination.data
+    if destination.folder.is_dir() and not os.access(destination.folder, os.W_OK | os.X_OK):
+        raise conversion_error(
+            f"{args.output}: cannot write in {destination.folder} (no permission); nothing was converted. Choose an "
+            "output folder you can write to."
+        )
     writes_data = args.external_data or bool(args.external_data_name)
     for out in (args.output, data) if writes_data else (args.output,):
         kind = _not_a_regular_file(out)

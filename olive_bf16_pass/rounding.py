@@ -1,14 +1,23 @@
 """FP32 bit patterns to BF16 bit patterns, with numpy and ml_dtypes.
 
-BF16 is the top half of a float32. Nearest-even rounding is delegated to ``ml_dtypes`` (the
-reference, and faster than a numpy formula); truncation (with NaN payloads kept NaN),
-saturation of out-of-range finite values, and the error figures are ours. Arrays are processed
-in cache-sized chunks into a caller's buffer, so a 1 GB tensor costs no more than its BF16
-output in extra memory.
+BF16 is the top half of a float32. ``ml_dtypes`` is the reference for nearest-even rounding;
+truncation (with NaN payloads kept NaN), saturation of out-of-range finite values, and the error
+figures are ours. Arrays are processed in cache-sized chunks into a caller's buffer, so a 1 GB
+tensor costs no more than its BF16 output in extra memory.
+
+With error figures asked for (the streamer always asks), a chunk takes the fused path: in-place
+integer bit operations on per-thread scratch buffers round it (``(u + 0x7FFF + ((u >> 16) & 1))
+>> 16``, bit-exact with ml_dtypes on every finite and infinite input, see
+scripts/exhaustive_rounding.py), and the same buffers give the error figures, whose maximum
+also tells whether the chunk held anything special: a NaN or Inf input, or a finite input
+rounded to Inf, leaves a NaN or Inf error. Such a chunk (rare: attention-mask minima) is done
+again by the general path below, so the bits and figures are those of the general path always;
+no temporary array is allocated per chunk, where the general path allocates several.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -21,7 +30,7 @@ __all__ = [
 ROUNDINGS = ("nearest_even", "truncate")
 
 BF16_MAX_BITS = 0x7F7F  # 3.3895314e38, the largest finite bfloat16
-_CHUNK = 1 << 18  # elements per chunk: 1 MiB of float32 stays in L2
+_CHUNK = 1 << 17  # elements per chunk: 512 KiB of float32, its scratch buffers and output stay in L2
 
 
 @dataclass
@@ -46,8 +55,50 @@ class RoundingStats:
         self.overflow_count += other.overflow_count
 
 
+_scratch = threading.local()  # per thread: two _CHUNK-sized buffers for the fused path
+
+
+def _buffers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    held = getattr(_scratch, "buffers", None)
+    if held is None:
+        held = _scratch.buffers = (np.empty(_CHUNK, dtype=np.uint32), np.empty(_CHUNK, dtype=np.float32))
+    return held[0][:n], held[1][:n]
+
+
+def _fused_chunk(bits: np.ndarray, out: np.ndarray, rounding: str, stats: RoundingStats) -> bool:
+    """Round one chunk and take its error figures in one sweep of in-place operations on scratch
+    buffers; False (``out`` and ``stats`` then hold nothing of it) when the chunk holds a NaN or Inf
+    input or a finite input rounded to Inf: the general path must do it."""
+    wide, err = _buffers(bits.size)
+    if rounding == "nearest_even":
+        np.right_shift(bits, 16, out=wide)
+        np.bitwise_and(wide, 1, out=wide)
+        np.add(wide, bits, out=wide)  # no wrap: only NaNs lie within 0x8000 of 2**32
+        np.add(wide, 0x7FFF, out=wide)
+        np.right_shift(wide, 16, out=out, casting="unsafe")
+        np.bitwise_and(wide, 0xFFFF0000, out=wide)  # the rounded value, as float32 bits
+    else:
+        np.right_shift(bits, 16, out=out, casting="unsafe")
+        np.bitwise_and(bits, 0xFFFF0000, out=wide)
+    x = bits.view(np.float32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        np.subtract(x, wide.view(np.float32), out=err)  # exact: x and its rounding share the top bits
+        np.abs(err, out=err)
+        worst = float(np.maximum.reduce(err))  # NaN or Inf: a special input, or an overflow
+        if not np.isfinite(worst):
+            return False
+        np.divide(err, x, out=err)  # |err| / x: the relative error up to its sign (0 / 0: NaN, skipped)
+        np.abs(err, out=err)
+        worst_rel = float(np.fmax.reduce(err))
+    stats.max_abs_error = max(stats.max_abs_error, worst)
+    stats.max_rel_error = max(stats.max_rel_error, worst_rel)
+    return True
+
+
 def _round_chunk(bits: np.ndarray, out: np.ndarray, rounding: str, saturate: bool, stats: RoundingStats | None):
     """Round one chunk of float32 bits (uint32) into ``out`` (uint16)."""
+    if stats is not None and _fused_chunk(bits, out, rounding, stats):
+        return
     if rounding == "nearest_even":
         with np.errstate(invalid="ignore", over="ignore"):
             out.view(ml_dtypes.bfloat16)[...] = bits.view(np.float32)  # NaN keeps its sign

@@ -8,7 +8,10 @@ Not part of the fast test suite (it takes minutes). For each chunk of consecutiv
   become +-max BF16 (0x7F7F with the sign), all others equal ml_dtypes;
 - truncate: the high 16 bits for every non-NaN input (saturate=True and False alike);
 - RoundingStats over the whole space: 2**24 - 2 NaNs, 2 Infs, and for nearest_even 65536
-  saturated (|x| >= 0x7F7F8000, the tie above BF16's max, rounds to even = Inf).
+  saturated (|x| >= 0x7F7F8000, the tie above BF16's max, rounds to even = Inf);
+- with stats asked for (the fused path on chunks without specials), for both roundings: the same
+  bits as without, and max_abs_error / max_rel_error equal to figures computed here from those
+  bits, NaN-ignoring (``|x - r|`` and ``|x - r| / |x|`` in float32), chunk by chunk.
 
 Usage: python scripts/exhaustive_rounding.py [--workers N] [--chunk-bits 24] [--limit CHUNKS]
 Exit status 0 when every check passes, 1 otherwise.
@@ -90,6 +93,22 @@ def check_chunk(args: tuple[int, int]) -> tuple[int, list[str], dict[str, int]]:
             finite_in & ((truncated & 0x7FFF) == 0x7F80),
             truncated,
         )
+
+    # with stats (the fused path where a sub-chunk holds no special value): same bits, exact figures
+    for rounding, plain in (("nearest_even", saturated_plain := float32_to_bfloat16_bits(values, "nearest_even")),
+                            ("truncate", high_plain := float32_to_bfloat16_bits(values, "truncate"))):
+        stats = RoundingStats()
+        got = float32_to_bfloat16_bits(values, rounding, saturate=True, stats=stats)
+        report(f"{rounding}/stats: bits differ from the path without stats", got != plain, got)
+        back = (got.astype(np.uint32) << 16).view(np.float32)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            err = np.abs(values - back)
+            want_abs = max(0.0, float(np.fmax.reduce(err)))
+            want_rel = max(0.0, float(np.fmax.reduce(err / np.abs(values))))
+        if (stats.max_abs_error, stats.max_rel_error) != (want_abs, want_rel):
+            problems.append(f"{rounding}/stats: figures {stats.max_abs_error!r}/{stats.max_rel_error!r} != "
+                            f"{want_abs!r}/{want_rel!r}")
+    del saturated_plain, high_plain
 
     # nearest_even, saturate=False, stats: overflow is counted
     stats = RoundingStats()

@@ -281,3 +281,18 @@ def test_a_report_path_that_cannot_be_a_file_is_refused_before_any_work(capsys, 
     expect_error(capsys, ["convert", src, tmp_path / "out.onnx", "--report", path], folders=[tmp_path],
                  contains=["the report path is a", "nothing was converted"])
     assert snapshot(tmp_path) == before
+
+
+def test_an_output_folder_without_write_permission_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    """(os.access is what the command asks; root, as here and in CI, may write anywhere, so it answers for a
+    user who may not.)"""
+    from olive_bf16_pass import commands
+
+    src = tmp_path / "m.onnx"
+    onnx.save(matmul_model(), str(src))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(commands.os, "access", lambda path, mode: Path(path) != locked and real(path, mode))
+    expect_error(capsys, ["convert", src, locked / "out.onnx"], folders=[tmp_path],
+                 contains=["cannot write in", "nothing was converted"])

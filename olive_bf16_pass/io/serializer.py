@@ -9,6 +9,7 @@ protobuf call per message.
 from __future__ import annotations
 
 import onnx
+from google.protobuf import unknown_fields
 
 from olive_bf16_pass.io.streamer import Conversion, Streamer
 from olive_bf16_pass.io.wire import RAW_DATA, len_field
@@ -49,8 +50,9 @@ def pieces(
 
     Only the messages that hold a tensor still on disk are taken apart: a graph's nodes or
     initializers, when none of them holds one, serialize in one protobuf call. Each tensor on
-    disk becomes its header and the tag of a raw_data field, then its streamed bytes. Field order
-    differs from protobuf's own (parsers accept any order), the content does not.
+    disk becomes its header and the tag of a raw_data field, then its streamed bytes. Fields come in
+    protobuf's own order (field numbers ascending, unknown fields last), so the bytes are exactly
+    ``SerializeToString`` of the model with its data inline: the same model gives the same bytes.
     """
     return _Serializer(model, streamer, conversions, written, all_scopes).pieces()
 
@@ -108,38 +110,115 @@ class _Serializer:
 
     def _add(self, message, out: list) -> int:
         if type(message) is onnx.TensorProto and id(message) in self.streamed:
+            conversion = self.conversions.get(id(message))
+            nbytes = self.streamer.out_nbytes(message, conversion)
+            data = (len_field(RAW_DATA, nbytes), (message, conversion, nbytes))
             header = onnx.TensorProto()
             header.CopyFrom(message)
             clear_external(header)
-            conversion = self.conversions.get(id(message))
-            nbytes = self.streamer.out_nbytes(message, conversion)
-            head = header.SerializeToString() + len_field(RAW_DATA, nbytes)
-            out.extend((head, (message, conversion, nbytes)))
-            return len(head) + nbytes
+            if not _after_raw_data(header):  # the usual tensor: every field it has comes before raw_data
+                head = header.SerializeToString() + data[0]
+                out.extend((head, data[1]))
+                return len(head) + nbytes
+            return _in_order(header, out, {RAW_DATA: lambda parts: (parts.extend(data), len(data[0]) + nbytes)[1]})
         fields = self.hot_fields.get(id(message))
         if not fields:
             data = message.SerializeToString()
             out.append(data)
             return len(data)
+        hot = {}
+        for name, number, repeated in _CONTAINERS[type(message)]:
+            if name in fields:
+                items = getattr(message, name) if repeated else [getattr(message, name)]
+                hot[number] = lambda parts, number=number, items=items: self._items(number, items, parts)
+        return _in_order(message, out, hot)
+
+    def _items(self, number: int, items, out: list) -> int:
+        total = 0
+        for item in items:
+            inner: list = []
+            size = self._add(item, inner)
+            prefix = len_field(number, size)
+            out.append(prefix)
+            out.extend(inner)
+            total += len(prefix) + size
+        return total
+
+
+# a tensor's fields that protobuf writes after raw_data (external_data and data_location aside: cleared)
+_AFTER_RAW_DATA = tuple(
+    (f.name, _fields(onnx.TensorProto, f.name)[0][2]) for f in onnx.TensorProto.DESCRIPTOR.fields
+    if f.number > RAW_DATA and f.name not in ("external_data", "data_location")
+)
+
+
+def _after_raw_data(tensor: onnx.TensorProto) -> bool:
+    """Whether ``tensor`` has a field protobuf writes after raw_data (unknown fields included)."""
+    for name, repeated in _AFTER_RAW_DATA:
+        if len(getattr(tensor, name)) if repeated else tensor.HasField(name):
+            return True
+    return bool(len(unknown_fields.UnknownFieldSet(tensor)))
+
+
+def _in_order(message, out: list, hot: dict) -> int:
+    """``message`` serialized as protobuf does it (fields by number, then unknown fields), except that
+    each field numbered in ``hot`` is written by its function (``hot[number](out) -> bytes added``),
+    whether or not the message has it set. Runs of other fields serialize in one call each."""
+    total = 0
+    run: list = []
+    pending = sorted(hot)
+
+    def flush() -> None:
+        nonlocal total, run
+        if run:
+            part = type(message)()
+            for descriptor, value in run:
+                _set(part, descriptor, value)
+            data = part.SerializeToString()
+            out.append(data)
+            total += len(data)
+            run = []
+
+    for descriptor, value in sorted(message.ListFields(), key=lambda field: field[0].number):  # ListFields: declaration order
+        number = descriptor.number
+        while pending and pending[0] <= number:
+            flush()
+            total += hot[pending.pop(0)](out)
+        if number in hot:
+            continue
+        run.append((descriptor, value))
+    while pending:
+        flush()
+        total += hot[pending.pop(0)](out)
+    flush()
+    if len(unknown_fields.UnknownFieldSet(message)):  # protobuf writes them after every known field
         rest = type(message)()
         rest.CopyFrom(message)
-        for name in fields:
-            rest.ClearField(name)
+        for descriptor, _ in rest.ListFields():
+            rest.ClearField(descriptor.name)
         data = rest.SerializeToString()
         out.append(data)
-        total = len(data)
-        for name, number, repeated in _CONTAINERS[type(message)]:
-            if name not in fields:
-                continue
-            items = getattr(message, name) if repeated else [getattr(message, name)]
-            for item in items:
-                inner: list = []
-                size = self._add(item, inner)
-                prefix = len_field(number, size)
-                out.append(prefix)
-                out.extend(inner)
-                total += len(prefix) + size
-        return total
+        total += len(data)
+    return total
+
+
+def _set(message, descriptor, value) -> None:
+    """Copy one field's value into ``message``."""
+    if _is_repeated(descriptor):
+        getattr(message, descriptor.name).extend(value)
+    elif descriptor.type == descriptor.TYPE_MESSAGE:
+        field = getattr(message, descriptor.name)
+        field.SetInParent()
+        field.CopyFrom(value)
+    else:
+        setattr(message, descriptor.name, value)
+
+
+def _is_repeated(descriptor) -> bool:
+    repeated = getattr(descriptor, "is_repeated", None)
+    if repeated is None:  # protobuf before 5.x
+        repeated = descriptor.label == descriptor.LABEL_REPEATED
+    return repeated
 
 
 def clear_external(tensor: onnx.TensorProto) -> None:

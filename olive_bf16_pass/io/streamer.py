@@ -128,7 +128,9 @@ class Streamer:
     def __init__(self, locate: Callable[[onnx.TensorProto], tuple[Path, int, int]], rounding: str, saturate: bool):
         self.locate, self.rounding, self.saturate = locate, rounding, saturate
         self._sources = Handles("rb")
-        self._in = [bytearray(CHUNK_BYTES) for _ in range(self.SLOTS)]
+        # np.empty, not bytearray: nothing is zeroed, and a page costs memory only once a chunk uses it
+        # (a model of small tensors never touches most of these 64 MB)
+        self._in = [np.empty(CHUNK_BYTES, dtype=np.uint8) for _ in range(self.SLOTS)]
         self._out = [np.empty(CHUNK_BYTES // 4, dtype=np.uint16) for _ in range(self.SLOTS)]
         self._wide: list[np.ndarray | None] = [None] * self.SLOTS  # storage float32: made on first use
         self._busy: list[Future | None] = [None] * self.SLOTS

@@ -49,6 +49,8 @@ BASELINE_METRICS = ("latency-p50", "latency-p90", "size-bytes", "placement-ep_op
 class FidelityEvaluator(OliveEvaluator):
     """Shared parts: options, sessions, latency, size, thresholds, error handling."""
 
+    olive_bf16_checked_by_gate = True  # gate.CHECKED_BY_GATE: its thresholds are checked after every run
+
     _OPTIONS: dict[str, Any] = {  # noqa: RUF012
         "tokenizer": None,
         "reference_model": None,

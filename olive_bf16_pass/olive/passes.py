@@ -34,7 +34,7 @@ from olive_bf16_pass.olive.attributes import (  # noqa: F401  (SOURCE_MODEL_ATTR
     append_record,
     bf16_tensors,
 )
-from olive_bf16_pass.olive.vitisai import (
+from olive_bf16_pass.vitisai.cache_key import (
     VITISAI_EP,
     has_vitisai_cache_key,
     model_fingerprint,
@@ -81,7 +81,7 @@ class OnnxFloatToBFloat16(Pass):
     Streams tensors from the input model to the output, so memory stays near one chunk. Writes the
     JSON report beside the model (``<model>.bf16_report.json``) and logs its summary under Olive's
     logger. For the Vitis AI EP it refuses external data (the EP cannot load it) and versions a
-    given ``cache_key`` (see ``vitisai.py``). Run it after the passes that optimize or quantize.
+    given ``cache_key`` (see ``vitisai/cache_key.py``). Run it after the passes that optimize or quantize.
     """
 
     @classmethod

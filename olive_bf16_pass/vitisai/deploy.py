@@ -9,7 +9,7 @@ process (compile.py) and writes, in OUTDIR:
 - ``manifest.json``: source and output hashes, the versions found, the provider and session options, the key;
 - ``README.md``: the lines an app needs.
 
-The cache key carries the model hash and the runtime versions (olive/vitisai.py's versioned_cache_key),
+The cache key carries the model hash and the runtime versions (cache_key.py's versioned_cache_key),
 because AMD says compiled caches must not be reused across EP or driver versions.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from olive_bf16_pass import __version__
 from olive_bf16_pass.errors import ConversionError
-from olive_bf16_pass.olive.vitisai import model_fingerprint, runtime_versions, versioned_cache_key
+from olive_bf16_pass.vitisai.cache_key import model_fingerprint, runtime_versions, versioned_cache_key
 from olive_bf16_pass.providers import VITISAI
 from olive_bf16_pass.vitisai.compile import (
     DEFAULT_TIMEOUT_S,

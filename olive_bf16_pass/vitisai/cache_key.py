@@ -1,4 +1,4 @@
-"""What the Vitis AI EP (Ryzen AI NPU) needs from the pass: a cache key that changes with the
+"""What the Vitis AI EP (Ryzen AI NPU) needs from the pass and the compile: a cache key that changes with the
 model and the EP version, and a way to tell that a run targets that EP.
 
 The EP keeps a compiled model under ``cache_dir/cache_key`` and reuses it whenever the key

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from olive_bf16_pass.olive import vitisai
-from olive_bf16_pass.olive.vitisai import (
+from olive_bf16_pass.vitisai import cache_key as vitisai
+from olive_bf16_pass.vitisai.cache_key import (
     has_vitisai_cache_key,
     model_fingerprint,
     names_vitisai,
