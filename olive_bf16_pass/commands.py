@@ -92,11 +92,13 @@ def _refuse_unsafe_paths(args, conversion_error: type) -> None:
 
     destination = Destination(args.output, args.external_data_name)
     data = destination.data
-    if destination.folder.is_dir() and not os.access(destination.folder, os.W_OK | os.X_OK):
-        raise conversion_error(
-            f"{args.output}: cannot write in {destination.folder} (no permission); nothing was converted. Choose an "
-            "output folder you can write to."
-        )
+    if destination.folder.is_dir():
+        problem = _cannot_write_in(destination.folder)
+        if problem:
+            raise conversion_error(
+                f"{args.output}: cannot write in {destination.folder} ({problem}); nothing was converted. Choose an "
+                "output folder you can write to."
+            )
     writes_data = args.external_data or bool(args.external_data_name)
     for out in (args.output, data) if writes_data else (args.output,):
         kind = _not_a_regular_file(out)
@@ -131,6 +133,20 @@ def _refuse_unsafe_paths(args, conversion_error: type) -> None:
             raise conversion_error(
                 f"{args.report}: the report would overwrite {what}; nothing was converted. Choose another report path."
             )
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (read-only file system, no permission), or None: asked by making
+    and removing one, which works the same on every platform and for root."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".olive-bf16-probe.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def _not_a_regular_file(path: Path) -> str | None:

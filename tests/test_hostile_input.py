@@ -284,15 +284,21 @@ def test_a_report_path_that_cannot_be_a_file_is_refused_before_any_work(capsys, 
 
 
 def test_an_output_folder_without_write_permission_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
-    """(os.access is what the command asks; root, as here and in CI, may write anywhere, so it answers for a
-    user who may not.)"""
-    from olive_bf16_pass import commands
+    """(The command asks by making a file there; root, as here and in CI, may write anywhere, so the probe is
+    made to fail as it would for a user who may not.)"""
+    import tempfile
 
     src = tmp_path / "m.onnx"
     onnx.save(matmul_model(), str(src))
     locked = tmp_path / "locked"
     locked.mkdir()
-    real = os.access
-    monkeypatch.setattr(commands.os, "access", lambda path, mode: Path(path) != locked and real(path, mode))
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     expect_error(capsys, ["convert", src, locked / "out.onnx"], folders=[tmp_path],
-                 contains=["cannot write in", "nothing was converted"])
+                 contains=["cannot write in", "Permission denied", "nothing was converted"])
