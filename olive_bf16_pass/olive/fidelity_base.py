@@ -119,7 +119,8 @@ class FidelityEvaluator(OliveEvaluator):
                 self._probe.close()
         logger.info("%s results:\n%s", name, json.dumps(results, indent=2))
         if source is not None:
-            print(side_by_side(results, self._provider), flush=True)  # the run's answer, whatever the log level
+            if not gate.deferred():  # inside `olive run` the gate prints it, for cached metrics too
+                print(side_by_side(results, self._provider), flush=True)  # the run's answer, whatever the log level
             gate.check_evaluation(self, model, metrics, results)
         priorities = gate.priorities(metrics)
         return MetricResult.model_validate({

@@ -199,7 +199,21 @@ def check_output(run_config, output) -> None:
     results = {k: float(v["value"]) for k, v in values.items()}
     if not any(k.startswith(("fidelity-", "retrieval-")) for k in results):
         return  # a baseline (the FP32 model itself): thresholds are on the BF16 model
+    from olive_bf16_pass.evaluation.table import side_by_side
+
+    print(side_by_side(results, _target_provider(run_config)), flush=True)  # fresh or cached: the run's answer
     failures = _misses(evaluator.type_args or {}, evaluator.metrics, results)
     if failures:
         raise EvaluationError(_miss_message(evaluator.type, failures, _where(candidate, run_config)))
     logger.info("%s: the BF16 model meets its thresholds", evaluator.type)
+
+
+def _target_provider(run_config) -> str:
+    """The execution provider the run targets (its first accelerator's first), for the table's heading."""
+    from olive_bf16_pass.providers import CPU
+
+    try:
+        accelerator = run_config.engine.target.config.accelerators[0]
+        return (accelerator.execution_providers or [CPU])[0]
+    except (AttributeError, IndexError, TypeError):
+        return CPU
