@@ -24,7 +24,7 @@ from _fuzz_models import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_bf16_pass.io.wire import len_field, varint
+from olive_bf16_pass.protowire import len_field, varint
 
 X = {"x": np.ones((1, 64), np.float32)}
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from olive_bf16_pass.convert import convert_file
-from olive_bf16_pass.io.wire import len_field, varint
+from olive_bf16_pass.protowire import len_field, varint
 from olive_bf16_pass.options import ConversionOptions
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ import onnx
 from google.protobuf import unknown_fields
 
 from olive_bf16_pass.io.streamer import Conversion, Streamer
-from olive_bf16_pass.io.wire import RAW_DATA, len_field
+from olive_bf16_pass.io.wire import RAW_DATA
+from olive_bf16_pass.protowire import len_field
 from olive_bf16_pass.traversal import iter_tensors, scopes
 
 __all__ = ["clear_external", "pieces"]

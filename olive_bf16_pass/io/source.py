@@ -21,7 +21,8 @@ from google.protobuf.message import DecodeError
 
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
-from olive_bf16_pass.io.wire import LIFTED, PROTOBUF_DEPTH, SkeletonScanner, TooDeep, Truncated, nesting_depth
+from olive_bf16_pass.io.wire import LIFTED, PROTOBUF_DEPTH, SkeletonScanner, TooDeep, nesting_depth
+from olive_bf16_pass.protowire import Truncated
 from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors, settle_attributes
 
 __all__ = ["INLINE_LIMIT", "SourceModel", "external_info", "location_parts", "read_model", "resolve_external"]

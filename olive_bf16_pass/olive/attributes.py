@@ -7,7 +7,8 @@ attributes non-empty: its record lives in the output model's ``metadata_props`` 
 model already had attributes (a Hugging Face export), also in ``model_attributes["olive_bf16_pass"]``.
 Models made by older versions carry ``model_attributes["bf16_source_model_path"]``; it is still read.
 
-Imports nothing but the standard library: the evaluators import this at every ``import olive``.
+Imports nothing but the standard library (and protowire.py, which imports only it): the evaluators
+import this at every ``import olive``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import mmap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from olive_bf16_pass.protowire import LEN, Truncated, fields, len_field
 
 __all__ = [
     "RECORD_KEY", "SOURCE_MODEL_ATTRIBUTE", "append_record", "bf16_tensors", "conversion_record", "read_metadata", "source_model_path", "undone_message",
@@ -29,61 +32,22 @@ _METADATA_PROPS = 14  # ModelProto.metadata_props
 _KEY, _VALUE = 1, 2  # StringStringEntryProto.key / .value
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The model file's metadata_props, read by skipping over the graph (no model load)."""
+    """The model file's metadata_props, read by skipping over the graph (no model load); {} for a file
+    that is not a whole protobuf message."""
     props: dict[str, str] = {}
     with open(path, "rb") as f:
         if Path(path).stat().st_size == 0:
             return props
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            pos, end = 0, len(buf)
-            while pos < end:
-                key, pos = _read_varint(buf, pos)
-                field, wire = key >> 3, key & 7
-                if wire == 0:
-                    _, pos = _read_varint(buf, pos)
-                elif wire == 1:
-                    pos += 8
-                elif wire == 5:
-                    pos += 4
-                elif wire == 2:
-                    length, pos = _read_varint(buf, pos)
-                    if field == _METADATA_PROPS:
-                        entry, entry_end, k, v = pos, pos + length, "", ""
-                        while entry < entry_end:
-                            tag, entry = _read_varint(buf, entry)
-                            size, entry = _read_varint(buf, entry)
-                            text = bytes(buf[entry : entry + size]).decode("utf-8", "replace")
-                            k, v = (text, v) if tag >> 3 == _KEY else (k, text)
-                            entry += size
-                        props[k] = v
-                    pos += length
-                else:  # not a model file we understand; no record
-                    return {}
+            try:
+                for field, wire, _, start, end in fields(buf, 0, len(buf)):
+                    if field == _METADATA_PROPS and wire == LEN:
+                        entry = {number: bytes(buf[s:e]).decode("utf-8", "replace")
+                                 for number, _, _, s, e in fields(buf, start, end)}
+                        props[entry.get(_KEY, "")] = entry.get(_VALUE, "")
+            except Truncated:  # not a model file we understand; no record
+                return {}
     return props
 
 
@@ -104,9 +68,14 @@ def append_record(path: str | Path, record: Mapping[str, Any]) -> None:
                 prop.value = value
         onnx.save(model, str(path))
         return
-    entry = _len_field(_KEY, RECORD_KEY.encode()) + _len_field(_VALUE, value.encode())
+    entry = _string_field(_KEY, RECORD_KEY) + _string_field(_VALUE, value)
     with open(path, "ab") as f:
-        f.write(_len_field(_METADATA_PROPS, entry))
+        f.write(len_field(_METADATA_PROPS, len(entry)) + entry)
+
+
+def _string_field(field: int, text: str) -> bytes:
+    data = text.encode()
+    return len_field(field, len(data)) + data
 
 
 def _model_file(model: Any) -> str | None:

@@ -24,6 +24,7 @@ EXPECTED = {
     "olive_bf16_pass.evaluation",  # empty: the package of evaluation/errors.py
     "olive_bf16_pass.evaluation.errors",  # EvaluationError, which the evaluators raise (imports nothing)
     "olive_bf16_pass.olive.attributes",
+    "olive_bf16_pass.protowire",  # attributes.py reads and appends metadata with it (stdlib only)
     "olive_bf16_pass.olive.provider_check",  # wraps run_engine (olive.workflows.run.run only)
 }
 
