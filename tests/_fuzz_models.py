@@ -176,6 +176,21 @@ def all_tensors(model: onnx.ModelProto):
                     yield from attr.tensors
 
 
+def every_tensor_message(model: onnx.ModelProto):
+    """Every TensorProto anywhere in the model, by protobuf reflection (not by our own walk)."""
+    stack = [model]
+    while stack:
+        message = stack.pop()
+        if isinstance(message, onnx.TensorProto):
+            yield message
+            continue
+        for field, value in message.ListFields():
+            if field.type == field.TYPE_MESSAGE:
+                repeated = getattr(field, "is_repeated", None)
+                repeated = field.label == field.LABEL_REPEATED if repeated is None else repeated
+                stack.extend(value if repeated else [value])
+
+
 def weights(model: onnx.ModelProto):
     """(kind, name consumers read, scope label, tensor) of every initializer and Constant value."""
     for label, initializers, nodes in scopes(model):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _fuzz_models import run_session, snapshot, temp_leftovers
+from _fuzz_models import every_tensor_message, run_session, snapshot, temp_leftovers
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -137,18 +137,7 @@ def _build(case: dict, folder: Path) -> tuple[Path, Path]:
 
 def _references(path: Path) -> set[str]:
     model = onnx.load(str(path), load_external_data=False)
-    found, stack = set(), [model]
-    while stack:
-        message = stack.pop()
-        if isinstance(message, onnx.TensorProto):
-            found.update(e.value for e in message.external_data if e.key == "location")
-            continue
-        for field, value in message.ListFields():
-            if field.type == field.TYPE_MESSAGE:
-                repeated = getattr(field, "is_repeated", None)
-                repeated = field.label == field.LABEL_REPEATED if repeated is None else repeated
-                stack.extend(value if repeated else [value])
-    return found
+    return {e.value for t in every_tensor_message(model) for e in t.external_data if e.key == "location"}
 
 
 def check_contract(case: dict) -> None:

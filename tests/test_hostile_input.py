@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from _fuzz_models import (
+    every_tensor_message,
     expect_error,
     expect_ok,
     matmul_model,
@@ -37,27 +38,12 @@ def _converts_like_the_input(capsys, src: Path, dst: Path, *flags, reference: Pa
     assert sha256(src) == before
     onnx.checker.check_model(str(dst), full_check=True)
     written = onnx.load(str(dst), load_external_data=False)
-    for tensor in _all_tensors(written):
+    for tensor in every_tensor_message(written):
         for entry in tensor.external_data:
             if entry.key == "location":
                 assert (dst.parent / entry.value).is_file() and entry.value != src.name, entry.value
     np.testing.assert_allclose(run_session(dst, X)[0], run_session(reference or src, X)[0], rtol=0.02, atol=0.05)
     return err
-
-
-def _all_tensors(model: onnx.ModelProto):
-    """Every TensorProto anywhere in the model, by protobuf reflection (not by our own walk)."""
-    stack = [model]
-    while stack:
-        message = stack.pop()
-        if isinstance(message, onnx.TensorProto):
-            yield message
-            continue
-        for field, value in message.ListFields():
-            if field.type == field.TYPE_MESSAGE:
-                repeated = getattr(field, "is_repeated", None)
-                repeated = field.label == field.LABEL_REPEATED if repeated is None else repeated
-                stack.extend(value if repeated else [value])
 
 
 # --- 1. the reader and the walk agree on where tensors live ----------------------------------------
@@ -89,7 +75,7 @@ def test_a_tensor_in_a_field_its_attribute_type_does_not_use_is_dropped_and_said
     err = _converts_like_the_input(capsys, src, tmp_path / "out.onnx", "--min-elements", "16", reference=clean)
     assert f"'alpha' of Gemm node 'mm' is FLOAT but also holds a {field} field, which ONNX never reads" in err
     written = onnx.load(str(tmp_path / "out.onnx"))
-    assert not any(t.name == "stray" for t in _all_tensors(written))
+    assert not any(t.name == "stray" for t in every_tensor_message(written))
 
 
 def test_a_sparse_constant_with_external_data_is_refused(capsys, tmp_path):
