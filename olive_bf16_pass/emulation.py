@@ -1,29 +1,16 @@
 """BF16 compute, emulated on FP32 kernels: a diagnostic model that ONNX Runtime's CPU EP runs as a BF16 device computes.
 
-The convert pipeline (read -> plan -> graph.apply -> stream -> check) with one more edit on the
-skeleton: every weight is rounded to BF16 (``min_elements=0``), and every floating tensor between
-nodes is rounded to BF16 by a ``Cast(to=BFLOAT16) -> Cast(to=FLOAT)`` pair, so that each node reads
-BF16 values, computes in FP32 (as BF16 devices accumulate) and hands on a BF16 result:
+The convert pipeline (read -> plan -> graph.apply -> stream -> check, with convert's guards,
+guards.py) with one more edit on the skeleton: every weight is rounded to BF16
+(``min_elements=0``), and every floating tensor between nodes is rounded to BF16
+(rounding_points.py says where and how), so that each node reads BF16 values, computes in FP32 (as
+BF16 devices accumulate) and hands on a BF16 result. Nodes kept in FP32 (by op type or name) keep
+their FP32 weights and hand on FP32 results.
 
-- a node's FLOAT outputs are rounded right after it (the node writes a fresh name, the Cast pair
-  writes the old one, so consumers, graph outputs and value_info are untouched, in every scope);
-- a FLOAT input that no node rounds (a graph input, a weight the plan keeps FP32, a Constant)
-  gets a rounded copy for the nodes that compute in BF16;
-- ops that only move or select values (Reshape, Transpose, Gather, Concat, Where, Max, Relu ...)
-  are exact in BF16 on rounded inputs: their outputs are not rounded again;
-- nodes kept in FP32 (by op type or name) read what they are given, keep FP32 weights and hand on
-  FP32 results, which their consumers read as they are (the tensor stays FP32 on the device);
-  nodes inside local functions are one node each (their body is not edited).
-
-So each node owns the precision of the tensors it writes: keeping a node FP32 keeps its results
-FP32. (Were its BF16 consumers to round them again, a single node kept FP32 would change nothing:
-FP32 inside a node is what the emulation does for every node.)
-
-With ``switches``, each rounding point of a node is ``Where(switch, rounded, raw)`` on a boolean
-graph input of that node, weights stay FP32 in the file and each node rounds the weights it reads
-under its own switch, so one session runs any mix of BF16 and FP32 nodes exactly as the emulation
-with those nodes kept FP32 computes it (sensitivity.py); all switches off is the FP32 model.
-Values are bound by scope as traversal.py does (names repeat across subgraphs); new names are fresh.
+With ``switches``, weights stay FP32 in the file and every rounding point of a node is under a
+boolean graph input of that node, so one session runs any mix of BF16 and FP32 nodes
+(sensitivity.py). The node lists this module reads and writes are those the emulation, convert
+(``node_block_list``) and the Olive pass all accept.
 ONNX Runtime keeps the Cast pairs at every optimization level (tests/test_emulation.py proves it).
 """
 
@@ -33,31 +20,29 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from olive_bf16_pass import graph
+from olive_bf16_pass import graph, guards
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io.destination import Destination
+from olive_bf16_pass.io.source import read_model
+from olive_bf16_pass.io.streamer import Conversion, Streamer
+from olive_bf16_pass.io.writer import ExternalDataSpec, write_model
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Scope, Skeleton, scopes
+from olive_bf16_pass.rounding_points import Rounding, add_rounding
 
 __all__ = [
-    "EMULATION_KEY", "EMULATION_NOTE", "MOVES", "EmulationOptions", "EmulationReport", "Rounding", "add_rounding",
-    "emulate_file", "read_node_list", "write_node_list",
+    "EMULATION_KEY", "EMULATION_NOTE", "EmulationOptions", "EmulationReport", "emulate_file", "read_node_list",
+    "write_node_list",
 ]
 
 logger = logging.getLogger(__name__)
 
 EMULATION_KEY = "olive_bf16_pass.emulation"
 EMULATION_NOTE = "diagnostic: BF16 compute emulated on FP32 kernels"
-# outputs are some of the inputs' values (moved, selected): exact in BF16 when the inputs are BF16
-MOVES = frozenset({
-    "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather", "GatherElements", "GatherND",
-    "Slice", "Split", "Concat", "Expand", "Tile", "Where", "Max", "Min", "Relu", "Neg", "Abs", "ReduceMax",
-    "ReduceMin", "DepthToSpace", "SpaceToDepth", "Shape", "Size",
-})
-_FLOAT = onnx.TensorProto.FLOAT
 
 
 @dataclass(frozen=True)
@@ -85,18 +70,6 @@ class EmulationOptions:
 
 
 @dataclass
-class Rounding:
-    """What add_rounding did: rounding points, kept nodes, and (with switches) each switch's node."""
-
-    outputs: int = 0  # node outputs rounded after their node
-    inputs: int = 0  # rounded copies of inputs that were not BF16 yet
-    kept: list[str] = field(default_factory=list)  # names of the nodes kept in FP32
-    untyped: int = 0  # node outputs of unknown type (not rounded)
-    switches: list[tuple[str, str]] = field(default_factory=list)  # (graph input, node name), switch order
-    switch_ops: list[str] = field(default_factory=list)  # op type of each switch's node
-
-
-@dataclass
 class EmulationReport:
     source: str
     destination: list[str]
@@ -110,148 +83,6 @@ class EmulationReport:
                 f"and {r.inputs} inputs rounded between nodes, {len(r.kept)} nodes kept in FP32"
                 + (f", {r.untyped} outputs of unknown type left FP32" if r.untyped else "")
                 + f" ({self.seconds:.1f} s). A diagnostic model: run it on ONNX Runtime's CPU EP, do not deploy it.")
-
-
-def _types(model: onnx.ModelProto) -> list[dict[str, int]]:
-    """Element type of every value, per scope (in traversal.scopes order), from onnx's type inference."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    try:
-        copy = onnx.shape_inference.infer_shapes(copy)
-    except Exception as exc:  # noqa: BLE001 - inference is best effort: declared types still count
-        logger.debug("type inference failed (%s); using the declared types only", exc)
-    found = []
-    for scope in scopes(copy):
-        body, types = scope.body, {}
-        if not scope.is_function:
-            for v in (*body.input, *body.output, *body.value_info):
-                if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type:
-                    types[v.name] = v.type.tensor_type.elem_type
-            for t in body.initializer:
-                types.setdefault(t.name, t.data_type)
-        found.append(types)
-    return found
-
-
-class _Edits:
-    """Nodes to insert before or after given nodes, per scope; sorted into place once (identity kept)."""
-
-    def __init__(self):
-        self.by_scope: dict[int, tuple[Scope, list[tuple[onnx.NodeProto, int, dict]]]] = {}
-
-    def add(self, scope: Scope, anchor: onnx.NodeProto, where: int, **node) -> None:
-        self.by_scope.setdefault(id(scope), (scope, []))[1].append((anchor, where, node))
-
-    def apply(self) -> None:
-        for scope, added in self.by_scope.values():
-            nodes = scope.body.node
-            present = list(nodes)  # alive while sorting: the keys are their ids
-            place = {id(n): (i, 1, 0) for i, n in enumerate(present)}
-            made = []
-            for order, (anchor, where, spec) in enumerate(added):
-                node = nodes.add(**spec)
-                place[id(node)] = (place[id(anchor)][0], where, order)
-                made.append(node)
-            nodes.sort(key=lambda n: place[id(n)])
-
-
-def add_rounding(skeleton: Skeleton, options: EmulationOptions, original: set[int], switches: bool = False) -> Rounding:
-    """Round every FLOAT value between nodes to BF16 (see the module docstring).
-
-    ``original``: ids of the nodes before graph.apply; the Casts it added write BF16 weights already.
-    """
-    model, all_scopes = skeleton.model, skeleton.scopes
-    names = graph._Names(all_scopes)
-    types = _types(model)
-    edits, done = _Edits(), Rounding()
-    declared: dict[int, set[str]] = {}
-    for scope in all_scopes:
-        body = scope.body
-        here = set(body.input) if scope.is_function else {v.name for v in body.input}
-        here.update(t.name for t in scope.initializers)
-        here.update(o for n in body.node for o in n.output if o)
-        declared[id(scope)] = here
-    type_of = {id(s): t for s, t in zip(all_scopes, types)}
-    rounded: set[tuple[int, str]] = set()  # (id(defining scope), name): values that hold BF16 values
-    held: set[tuple[int, str]] = set()  # values a node hands on in FP32 (kept, or switched off): read as they are
-    copies: dict[tuple[int, str, int], str] = {}  # (value, consumer scope) -> its rounded copy
-
-    def owner(scope: Scope, name: str) -> Scope | None:
-        return next((s for s in scope.ancestors() if name in declared[id(s)]), None)
-
-    def is_float(scope: Scope, name: str) -> tuple[bool, tuple[int, str] | None]:
-        where = owner(scope, name)
-        if where is None:
-            return False, None
-        return type_of[id(where)].get(name) == _FLOAT, (id(where), name)
-
-    def pair(scope, anchor, where, src, dst, switch):
-        narrow, wide = names.new(f"{dst}_bf16"), names.new(f"{dst}_rounded") if switch else dst
-        edits.add(scope, anchor, where, op_type="Cast", input=[src], output=[narrow], name=names.new(f"{dst}_to_bf16"),
-                  attribute=[onnx.helper.make_attribute("to", onnx.TensorProto.BFLOAT16)])
-        edits.add(scope, anchor, where, op_type="Cast", input=[narrow], output=[wide], name=names.new(f"{dst}_to_fp32"),
-                  attribute=[onnx.helper.make_attribute("to", _FLOAT)])
-        if switch:
-            edits.add(scope, anchor, where, op_type="Where", input=[switch, wide, src], output=[dst],
-                      name=names.new(f"{dst}_switch"))
-
-    for scope in all_scopes:
-        if scope.is_function:
-            continue  # a local function's body is not edited: each call is one node, FP32 inside
-        for node in list(scope.body.node):
-            if id(node) not in original:  # graph.apply's Cast of a BF16 weight
-                rounded.update((id(scope), o) for o in node.output if o)
-                continue
-            if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
-                continue
-            float_outs = [(o, key) for o in node.output if o for flt, key in [is_float(scope, o)] if flt]
-            done.untyped += sum(1 for o in node.output if o and owner(scope, o) is not None
-                                and type_of[id(owner(scope, o))].get(o) is None)
-            if options.keeps(node):  # FP32 inside and out: its consumers read its results as they are
-                done.kept.append(node.name)
-                held.update(key for _, key in float_outs)
-                continue
-            moves = node.op_type in MOVES and node.domain in DEFAULT_DOMAINS
-            ins = []
-            for index, name in enumerate(node.input):
-                flt, key = is_float(scope, name) if name else (False, None)
-                if flt and key not in rounded and key not in held:  # a graph input, an FP32 weight
-                    ins.append((index, name, key))
-            switch = ""
-            if switches and not moves and (float_outs or ins):
-                switch = names.new(f"bf16_switch_{len(done.switches)}")
-                done.switches.append((switch, node.name))
-                done.switch_ops.append(node.op_type)
-            unrounded = bool(ins)
-            if switches and moves:
-                ins = []  # a move's consumers round what it hands on, each under its own switch
-            for index, name, key in ins:
-                memo = (*key, id(scope))
-                copy = None if switch else copies.get(memo)
-                if copy is None:
-                    copy = names.new(f"{name}_as_bf16")
-                    pair(scope, node, 0, name, copy, switch)
-                    copies[memo] = copy
-                    done.inputs += 1
-                node.input[index] = copy
-            if moves:  # exact on what it reads: BF16 stays BF16, FP32 (a kept node's, a switch's) stays FP32
-                reads = {is_float(scope, n)[1] for n in node.input if n}
-                if reads & held:
-                    held.update(key for _, key in float_outs)
-                elif not (switches and unrounded):  # else left for its consumers to round
-                    rounded.update(key for _, key in float_outs)
-                continue
-            for o, key in float_outs:
-                index = list(node.output).index(o)
-                raw = names.new(f"{o}_fp32")
-                node.output[index] = raw
-                pair(scope, node, 2, raw, o, switch)
-                (held if switch else rounded).add(key)  # a switched value may be FP32
-                done.outputs += 1
-    edits.apply()
-    for name, _ in done.switches:
-        model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, []))
-    return done
 
 
 def _mark(model: onnx.ModelProto, options: EmulationOptions, done: Rounding) -> None:
@@ -281,30 +112,23 @@ def emulate_file(
     Weights stream from ``src`` rounded to BF16, with the bounded memory of convert_file; ``src`` is
     never modified and ``dst`` appears only when complete and checked by onnx.checker.
     """
-    from olive_bf16_pass.convert import _check, _plan, _refuse_overwriting_input, _same_file
-    from olive_bf16_pass.errors import ConversionError
-    from olive_bf16_pass.io.destination import Destination
-    from olive_bf16_pass.io.source import read_model
-    from olive_bf16_pass.io.streamer import Conversion, Streamer
-    from olive_bf16_pass.io.writer import ExternalDataSpec, write_model
-
     options = options or EmulationOptions()
     started = time.perf_counter()
     src = Path(src)
     destination = Destination(Path(dst), external_data_name if save_as_external_data else None)
-    if _same_file(src, destination.model):
+    if guards.same_file(src, destination.model):
         raise ConversionError(f"{destination.model}: the output is the input. Choose another output path.")
     source = read_model(src)
-    _refuse_overwriting_input(source, destination)
+    guards.refuse_overwriting_input(source, destination)
     weights = options.weight_options()
     if switches:  # weights stay FP32 in the file; each reader rounds them under its own switch
         weights = ConversionOptions(rounding=options.rounding, min_elements=0, include_initializers=(),
                                     convert_constants=False)
-    plan = _plan(source.skeleton, weights)
+    plan = guards.checked_plan(source.skeleton, weights)
     alive = [n for s in plan.skeleton.scopes for n in s.body.node]  # alive: their ids name them
     original = {id(n) for n in alive}
     converted = graph.apply(plan.skeleton.model, plan.skeleton.scopes, plan.chosen, weights)
-    done = add_rounding(plan.skeleton, options, original, switches)
+    done = add_rounding(plan.skeleton, options.keeps, original, switches)
     del alive
     _mark(plan.skeleton.model, options, done)
     conversions = {id(c.definition.tensor): Conversion(c.definition.tensor, c.stats) for c in converted if c.on_disk}
@@ -313,7 +137,7 @@ def emulate_file(
     written = write_model(
         plan.skeleton, destination, streamer, conversions,
         ExternalDataSpec() if save_as_external_data else None,
-        check=lambda tmp: _check(tmp, lambda: read_model(src).model),
+        check=lambda tmp: guards.check_output(tmp, lambda: read_model(src).model),
     )
     if done.untyped:
         logger.warning("%d node outputs have no known type (onnx shape inference could not type them); they are "

@@ -26,7 +26,7 @@ from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.rounding import RoundingStats, bfloat16_bits_to_float32, float32_to_bfloat16_bits, round_segments
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use, names_in
 
-__all__ = ["Converted", "apply", "moves_data", "reads_gather_table", "to_bfloat16"]
+__all__ = ["Converted", "Names", "apply", "moves_data", "reads_gather_table", "to_bfloat16"]
 
 _ALONE_BYTES = 1 << 22  # inline tensors this large are rounded alone; smaller ones together, up to
 _BATCH = 4096  # this many (or this many bytes) at a time
@@ -45,7 +45,7 @@ class Converted:
     on_disk: bool
 
 
-class _Names:
+class Names:
     """Fresh names that collide with nothing in the model, in any scope."""
 
     def __init__(self, all_scopes: list[Scope]):
@@ -126,7 +126,7 @@ class _Casts:
     so every node and tensor keeps its identity for the writer.
     """
 
-    def __init__(self, names: _Names):
+    def __init__(self, names: Names):
         self.names = names
         self._by_scope: dict[int, tuple[Scope, list[tuple[onnx.NodeProto | None, str, str]]]] = {}
 
@@ -155,7 +155,7 @@ def apply(model: onnx.ModelProto, all_scopes: list[Scope], chosen: list[Definiti
         return []
     if options.storage == "float32":
         return _round_in_place(chosen, options)
-    names = _Names(all_scopes)
+    names = Names(all_scopes)
     casts = _Casts(names)
     graph_inputs = {v.name: v for v in model.graph.input}
     main = all_scopes[0]

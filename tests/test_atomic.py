@@ -28,11 +28,11 @@ import onnx
 import pytest
 from _fuzz_models import big_model, matmul_model, run_session, save_with_external_data, sha256, temp_leftovers
 
-from olive_bf16_pass import convert as convert_module
-from olive_bf16_pass.io import streamer, writer
+from olive_bf16_pass import guards
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.convert import convert_file
 from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io import streamer, writer
 from olive_bf16_pass.options import ConversionOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +204,7 @@ def test_an_output_that_fails_its_check_is_never_renamed(tmp_path, monkeypatch):
     def failing_check(result, load_original):
         raise ConversionError("the converted model fails onnx.checker, so it was not written: test")
 
-    monkeypatch.setattr(convert_module, "_check", failing_check)
+    monkeypatch.setattr(guards, "check_output", failing_check)
     for external in (False, True):
         with pytest.raises(ConversionError, match="not written"):
             convert_file(src, dst, ConversionOptions(min_elements=1), save_as_external_data=external)
