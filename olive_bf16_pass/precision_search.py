@@ -155,9 +155,9 @@ def _segments(switched: Switched, config, meets) -> list[int]:
             break
         seg = max(open_, key=lambda s: s[1])  # the first of the largest, as SegmentList.get_largest
         good = [index[names[i]] for s in segments if s[2] == "good" or s is seg
-                for i in range(s[0], s[0] + s[1]) if names[i] in index]  # a move has no switch: nothing to try
+                for i in range(s[0], s[0] + s[1]) if names[i] in index]  # a node without a switch (most moves): nothing to try
         key = frozenset(good)
-        if key not in seen:  # a run of moves alone tries what was tried already
+        if key not in seen:  # a run of switchless nodes alone tries what was tried already
             seen[key] = meets(switched.measure(~config(good)))
         if seen[key]:
             seg[2] = "good"

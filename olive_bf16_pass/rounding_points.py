@@ -21,7 +21,10 @@ FP32 inside a node is what the emulation does for every node.)
 With ``switches``, each rounding point of a node is ``Where(switch, rounded, raw)`` on a boolean
 graph input of that node, weights stay FP32 in the file and each node rounds the weights it reads
 under its own switch, so one session runs any mix of BF16 and FP32 nodes exactly as the emulation
-with those nodes kept FP32 computes it (sensitivity.py); all switches off is the FP32 model.
+with those nodes kept FP32 computes it (sensitivity.py); all switches off is the FP32 model. A move
+has a switch only where it reads a value nothing rounds (a weight, a graph input, a Constant): it
+rounds that, as the emulation rounds a weight read through a Gather unless the Gather is kept, so a
+node kept FP32 after a Gather reads the BF16 table in both; other moves hand on what they read.
 Values are bound by scope as traversal.py does (names repeat across subgraphs); new names are fresh.
 ONNX Runtime keeps the Cast pairs at every optimization level (tests/test_emulation.py proves it).
 """
@@ -169,13 +172,15 @@ def add_rounding(skeleton: Skeleton, keeps: Callable[[onnx.NodeProto], bool], or
                 if flt and key not in rounded and key not in held:  # a graph input, an FP32 weight
                     ins.append((index, name, key))
             switch = ""
-            if switches and not moves and (float_outs or ins):
+            # a move is switched only where it reads what nothing rounds yet (a weight, a graph input, a Constant):
+            # its switch rounds that, as the emulation does unless the move is kept (the weight's precision is the
+            # move's, not its consumers': a consumer kept FP32 reads a BF16 table through a Gather)
+            if switches and ((float_outs and ins) if moves else (float_outs or ins)):
                 switch = names.new(f"bf16_switch_{len(done.switches)}")
                 done.switches.append((switch, node.name))
                 done.switch_ops.append(node.op_type)
-            unrounded = bool(ins)
-            if switches and moves:
-                ins = []  # a move's consumers round what it hands on, each under its own switch
+            elif switches and moves:
+                ins = []  # no results to round (Shape, Size)
             for index, name, key in ins:
                 memo = (*key, id(scope))
                 copy = None if switch else copies.get(memo)
@@ -187,10 +192,7 @@ def add_rounding(skeleton: Skeleton, keeps: Callable[[onnx.NodeProto], bool], or
                 node.input[index] = copy
             if moves:  # exact on what it reads: BF16 stays BF16, FP32 (a kept node's, a switch's) stays FP32
                 reads = {is_float(scope, n)[1] for n in node.input if n}
-                if reads & held:
-                    held.update(key for _, key in float_outs)
-                elif not (switches and unrounded):  # else left for its consumers to round
-                    rounded.update(key for _, key in float_outs)
+                (held if switch or reads & held else rounded).update(key for _, key in float_outs)
                 continue
             for o, key in float_outs:
                 index = list(node.output).index(o)

@@ -3,8 +3,10 @@
 The model is emulated once with a boolean switch per node (emulation.py, ``switches=True``): a
 switch on rounds to BF16 the weights and graph inputs that node reads and the results it writes,
 off leaves them FP32 (all off is the FP32 model). Each node owns the precision of its results and
-its weights, exactly as in the emulation with nodes kept FP32. Ops that only move values
-(Reshape, Transpose, ...) have no switch: they hand on what they read. So every configuration is one more run of the same session,
+its weights, exactly as in the emulation with nodes kept FP32 (bit for bit: tests/test_sensitivity.py). Ops
+that only move values (Reshape, Transpose, ...) hand on what they read, and have a switch only where
+they read a weight, a graph input or a Constant (a Gather of an embedding table: the table's precision
+is the Gather's). So every configuration is one more run of the same session,
 never a new model, and the corpus goes through in a few batches. Against the FP32 model's
 outputs on the same batches, per configuration: mean and minimum cosine of the pooled outputs.
 

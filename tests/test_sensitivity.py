@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.emulation import read_node_list
 from olive_bf16_pass.precision_search import search
-from olive_bf16_pass.sensitivity import Switched, layer_of, npz_feeds, rank, table
+from olive_bf16_pass.sensitivity import Feeds, Switched, layer_of, npz_feeds, rank, table
 from tests.helpers import make_model, rand, tensor
 
 H = 16
@@ -117,3 +117,91 @@ def test_cli_ranks_searches_and_the_list_feeds_emulate(model_and_inputs, tmp_pat
     assert read_node_list(tmp_path / "keep.json") == ["/encoder/layer.0/center"]
     assert main(["emulate", str(src), str(tmp_path / "kept.onnx"), "--keep-nodes-from", str(tmp_path / "keep.json"),
                  "-q"]) == 0
+
+
+# ----------------------------------------------------------------------------- switched session = real emulation
+
+
+@pytest.fixture(scope="module")
+def xlmr(tmp_path_factory):
+    """A 2-layer XLM-R (hidden 64, 4 heads, vocab 1000) from a transformers config, seeded random weights (biases and
+    LayerNorm too, as a trained model has them), exported as Olive's OnnxConversion does with use_dynamo_exporter
+    (opset 18); with CLS-pooled feeds of four rows of random token ids and padding, as the BCE benchmark feeds."""
+    import warnings
+
+    import torch
+    import transformers
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    config = transformers.XLMRobertaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=128, max_position_embeddings=130, type_vocab_size=1,
+                                           pad_token_id=1, layer_norm_eps=1e-5)
+    torch.manual_seed(0)
+    model = transformers.XLMRobertaModel(config, add_pooling_layer=False).eval()
+    gen = torch.Generator().manual_seed(20260206)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0.0, 0.02, generator=gen).add_(1.0 if "LayerNorm.weight" in name else 0.0)
+    rng = np.random.default_rng(1)
+    ids, mask = np.ones((4, 32), np.int64), np.zeros((4, 32), np.int64)
+    for i, n in enumerate([32, 20, 9, 5]):
+        ids[i, 0], ids[i, 1:n - 1], ids[i, n - 1], mask[i, :n] = 0, rng.integers(5, 999, size=n - 2), 2, 1
+    path = tmp_path_factory.mktemp("xlmr") / "model.onnx"
+    dim = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", max=128)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LastHidden(model), (torch.from_numpy(ids[:1]), torch.ones(1, 32, dtype=torch.int64)),
+                          dynamo=True, opset_version=18, input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"], dynamic_shapes={"input_ids": dim, "attention_mask": dim},
+                          verbose=False).save(str(path))
+    return path, Feeds([{"input_ids": ids, "attention_mask": mask}], [mask])
+
+
+def test_the_switched_session_computes_what_the_emulation_with_those_nodes_kept_computes(xlmr, tmp_path):
+    """Bit for bit, for every node kept alone and for random sets: the search decides on the switched session, so a
+    difference would make it keep the wrong nodes. (Keeping the embeddings' first Add FP32 once differed: its
+    switch-off read the FP32 tables through the Gathers, the emulation the BF16 ones.)"""
+    from olive_bf16_pass.emulation import EmulationOptions, emulate_file
+    from olive_bf16_pass.sensitivity import run_all, session_for
+
+    src, feeds = xlmr
+    switched = Switched(src, feeds, pooling="cls")
+    try:
+        k = len(switched.nodes)
+        rng = np.random.default_rng(0)
+        sets = [[], *([i] for i in range(k)), *(rng.choice(k, size=rng.integers(2, k // 2), replace=False)
+                                                for _ in range(8))]
+        for kept in sets:
+            on = np.ones(k, bool)
+            on[list(kept)] = False
+            names = [switched.nodes[i] for i in kept]
+            emulate_file(src, tmp_path / "kept.onnx", EmulationOptions(keep_nodes=names))
+            real = run_all(session_for(tmp_path / "kept.onnx", exact=True), feeds, None)[0]
+            assert switched.outputs(on)[0].tobytes() == real.tobytes(), f"kept {names}"
+        gathers = [n for n, op in zip(switched.nodes, switched.ops) if op == "Gather"]
+        assert len(gathers) == 3  # word, token type, position: each table's precision is its Gather's
+    finally:
+        switched.close()
+
+
+def test_the_search_claims_what_its_verification_on_the_real_emulation_measures(xlmr):
+    src, feeds = xlmr
+    switched = Switched(src, feeds, pooling="cls")
+    try:
+        emulated = switched.measure(np.ones(len(switched.nodes), bool))
+        target = emulated[0] + 0.5 * (1 - emulated[0])  # half of what BF16 compute loses, regained
+        result = search(src, switched, target, emulated[1] + 0.5 * (1 - emulated[1]))
+        on = np.ones(len(switched.nodes), bool)
+        on[[switched.nodes.index(n) for n in result.nodes]] = False
+        claimed = switched.measure(on)
+    finally:
+        switched.close()
+    assert result.met and 0 < len(result.nodes) < len(switched.nodes), result.summary()
+    assert claimed == result.verified  # the switched figure is the real emulation's, exactly
