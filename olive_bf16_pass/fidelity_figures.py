@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MISCOMPILE_FACTOR", "MISCOMPILE_FLOOR", "emulated_model", "three_figures"]
+# defined in evaluation/metrics.py (standard library only), which the gate reads on cached runs
+from olive_bf16_pass.evaluation.metrics import MISCOMPILE_FACTOR, MISCOMPILE_FLOOR
 
-MISCOMPILE_FACTOR = 100.0
-MISCOMPILE_FLOOR = 1e-5  # the emulation's gap is taken as at least this (a model that rounds almost nothing)
+__all__ = ["MISCOMPILE_FACTOR", "MISCOMPILE_FLOOR", "emulated_model", "three_figures"]
 
 
 def _gap(figures: dict) -> float:
@@ -36,16 +36,17 @@ def _gap(figures: dict) -> float:
 
 
 def three_figures(reference, weight_only, emulated, device=None, *, kind: str = "embedding", top_k: int = 10,
-                  factor: float = MISCOMPILE_FACTOR, floor: float = MISCOMPILE_FLOOR) -> dict:
+                  factor: float = MISCOMPILE_FACTOR, floor: float = MISCOMPILE_FLOOR, queries: int | None = None) -> dict:
     """The figures of each model against FP32 (``reference``), and the device's against the emulation.
 
     Arrays as the agreement functions take them: pooled embeddings ``[texts, hidden]`` (``kind``
-    "embedding") or scores ``[queries, candidates]`` ("reranker"). ``device``: the NPU's output, or None.
+    "embedding"; ``queries`` as embedding_agreement takes it) or scores ``[queries, candidates]``
+    ("reranker"). ``device``: the NPU's output, or None.
     """
     from olive_bf16_pass.evaluation.agreement import embedding_agreement, reranker_agreement
 
     def agree(a, b):
-        return embedding_agreement(a, b, top_k) if kind == "embedding" else reranker_agreement(a, b)
+        return embedding_agreement(a, b, top_k, queries) if kind == "embedding" else reranker_agreement(a, b)
 
     out = {"weight_only": agree(reference, weight_only), "emulated": agree(reference, emulated)}
     if device is None:

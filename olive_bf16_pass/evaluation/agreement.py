@@ -167,15 +167,24 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- agreement
 
 
-def embedding_agreement(ref: np.ndarray, test: np.ndarray, top_k: int = 10) -> dict[str, float]:
-    """Cosine per row, and agreement of top-k neighbour sets (self excluded) between two embeddings."""
+def embedding_agreement(
+    ref: np.ndarray, test: np.ndarray, top_k: int = 10, queries: int | None = None
+) -> dict[str, float]:
+    """Cosine per row, and agreement of top-k neighbour sets (self excluded) between two embeddings.
+
+    With ``queries`` (q): the first q rows embed texts as queries, the next q the same texts as
+    passages (each with its own prefix, corpus.prefixed); a query's neighbours are passages, its own
+    text's passage excluded (it would be first by construction). The cosine is over all rows.
+    """
     ref, test = np.asarray(ref, dtype=np.float64), np.asarray(test, dtype=np.float64)
     if ref.shape != test.shape or ref.ndim != 2:
         raise EvaluationError(f"FP32 and BF16 embeddings should be [texts, hidden] alike: {ref.shape} vs {test.shape}")
     if not (np.isfinite(ref).all() and np.isfinite(test).all()):
         bad = int((~np.isfinite(test)).any(axis=1).sum())
         raise EvaluationError(f"non-finite values in the embeddings ({bad} BF16 rows with NaN/Inf)")
-    n, k = len(ref), int(top_k)
+    if queries is not None and len(ref) != 2 * int(queries):
+        raise EvaluationError(f"{len(ref)} rows are not {queries} queries and as many passages")
+    n, k = (len(ref) if queries is None else int(queries)), int(top_k)
     if k < 1 or n < k + 2:  # with k >= n - 1 every neighbour set is everything: overlap 1.0 by construction
         raise EvaluationError(
             f"top-{k} neighbours need at least {k + 2} texts to mean anything; the corpus gave {n}."
@@ -189,7 +198,10 @@ def embedding_agreement(ref: np.ndarray, test: np.ndarray, top_k: int = 10) -> d
             " same and never sees the rest, try 'mean'; else check the evaluator's 'output_name'."
         )
     cos = (r * t).sum(axis=1)
-    sr, st = r @ r.T, t @ t.T
+    if queries is None:
+        sr, st = r @ r.T, t @ t.T
+    else:  # queries against passages; the diagonal is a query's own text
+        sr, st = r[:n] @ r[n:].T, t[:n] @ t[n:].T
     np.fill_diagonal(sr, -np.inf)
     np.fill_diagonal(st, -np.inf)
     top_r = np.argsort(-sr, axis=1, kind="stable")[:, :k]

@@ -3,6 +3,9 @@
 ``olive_bf16_pass/data/corpus.jsonl`` holds English and Chinese sentences (``{"text", "lang"}`` a
 line; see data/README.md). A user's corpus may be the same JSON lines or plain text, one
 sentence a line.
+
+Prefixes (a model card's ``query: `` / ``passage: ``, or BGE's query instruction) are put on here
+(:func:`prefixed`, :func:`prefixed_pairs`), from the evaluators' ``query_prefix`` / ``passage_prefix``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from olive_bf16_pass.evaluation.errors import EvaluationError
 
-__all__ = ["CORPUS_PATH", "load_corpus", "reranker_pairs"]
+__all__ = ["CORPUS_PATH", "load_corpus", "prefixed", "prefixed_pairs", "reranker_pairs"]
 
 CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "corpus.jsonl"
 
@@ -84,3 +87,24 @@ def reranker_pairs(texts: list[str], n_queries: int, group_size: int, seed: int 
         queries.append(texts[qi])
         groups.append([texts[i] for i in near + far])
     return queries, groups
+
+
+def prefixed(texts: list[str], query_prefix: str | None = None, passage_prefix: str | None = None):
+    """The texts an embedding evaluation feeds, and how many of them are queries (None: all alike).
+
+    Where the two prefixes differ (e5's ``query: `` / ``passage: ``, BGE's query instruction and no
+    passage prefix), every text is embedded twice, first as a query then as a passage, and retrieval
+    is scored queries against passages (agreement.embedding_agreement's ``queries``); otherwise each
+    text once, with the one prefix (if any), and the corpus is compared with itself.
+    """
+    q, p = query_prefix or "", passage_prefix or ""
+    if q == p:
+        return [q + t for t in texts], None
+    return [q + t for t in texts] + [p + t for t in texts], len(texts)
+
+
+def prefixed_pairs(queries: list[str], passages: list[str], query_prefix: str | None = None,
+                   passage_prefix: str | None = None) -> tuple[list[str], list[str]]:
+    """Reranker pairs with the query prefix on each query and the passage prefix on each passage."""
+    q, p = query_prefix or "", passage_prefix or ""
+    return [q + t for t in queries], [p + t for t in passages]

@@ -29,7 +29,10 @@ __all__ = [
     "batches",
     "encode",
     "feeds",
+    "fp32_twin_line",
+    "in_olive_cache",
     "interleaved_latency",
+    "latency_figures",
     "load_tokenizer",
     "missing_provider_message",
     "model_size_on_disk",
@@ -37,6 +40,8 @@ __all__ = [
     "pad_batch",
     "reference_session",
     "resolve_path_spec",
+    "same_file",
+    "size_figures",
     "target_session",
 ]
 
@@ -62,10 +67,17 @@ def resolve_path_spec(spec: str) -> str:
     return spec
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str | None, who: str = "the fidelity evaluator"):
+    """The tokenizer ``spec`` names (a folder, a Hugging Face name, 'module:function'); none named is an error."""
     from transformers import AutoTokenizer
 
-    path = resolve_path_spec(spec)
+    if not spec:
+        raise EvaluationError(
+            f"{who} needs a tokenizer: set the evaluator's 'tokenizer' (a model folder, a Hugging Face name or"
+            " 'module:function'); it defaults to model_attributes['_name_or_path'], which only chains that start"
+            " from an HfModel carry."
+        )
+    path = resolve_path_spec(str(spec))
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as e:
@@ -200,6 +212,19 @@ def model_size_on_disk(model_path: str | Path) -> int:
     return total
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+    except OSError:
+        return False
+
+
+def in_olive_cache(path: str | Path) -> bool:
+    """Whether ``path`` lies in the cache of the Olive run in progress (``OLIVE_CACHE_DIR``, set by Olive)."""
+    cache = os.environ.get("OLIVE_CACHE_DIR")
+    return bool(cache) and Path(path).resolve().is_relative_to(Path(cache).resolve())
+
+
 def _all_initializers(graph):
     yield from graph.initializer
     for node in graph.node:
@@ -276,6 +301,20 @@ def interleaved_latency(sessions: list, feeds: list[dict], runs: int, warmup: in
     return times
 
 
+def latency_figures(times: list[list[float]]) -> dict[str, float]:
+    """p50 / p90 of interleaved_latency's [reference, target] times (or [target] alone)."""
+    results = {"latency-p50": float(np.percentile(times[-1], 50)), "latency-p90": float(np.percentile(times[-1], 90))}
+    if len(times) > 1:
+        results["latency-source_p50"] = float(np.percentile(times[0], 50))
+        results["latency-source_p90"] = float(np.percentile(times[0], 90))
+    return results
+
+
+def size_figures(model_path: str | Path, source_path: str | Path) -> dict[str, float]:
+    size, source = model_size_on_disk(model_path), model_size_on_disk(source_path)
+    return {"size-bytes": size, "size-source_bytes": source, "size-ratio": size / source if source else 0.0}
+
+
 # --------------------------------------------------------------------------- execution providers
 
 
@@ -320,3 +359,14 @@ def missing_provider_message(missing: list[str], available: list[str], cpu_twin:
     if cpu_twin:
         lines.append(f"To convert and check the model without it, run the CPU twin: olive run --config {cpu_twin}")
     return " ".join(lines)
+
+
+_EP_FAILURES = ("did not run the BF16 model", "fell back", "(fallback)")  # target_session's / placement.py's words
+
+
+def fp32_twin_line(fp32_twin: str | None, message: str) -> str | None:
+    """For a failed compile or a CPU fallback: the recipe that gives the compiler AMD's documented input."""
+    if not fp32_twin or not any(words in message for words in _EP_FAILURES):
+        return None
+    return (f"Try the FP32-storage twin (the same BF16-rounded weights stored as FP32, no Cast: the input AMD "
+            f"documents for its compiler): olive run --config {fp32_twin}")

@@ -12,6 +12,8 @@ Two ways to ask, both checked against the same metric results (fresh or from Oli
   source's own figure (:data:`BASELINES`): ``latency-p50`` against ``latency-source_p50``,
   ``size-bytes`` against ``size-source_bytes``, agreement metrics against their value for identical
   models. The direction is always the metric's own; a goal's ``higher_is_better`` is not needed.
+The figures' variants (evaluation/metrics.py: ``fidelity-emulated-cosine_min``) go as their plain
+metric does, and ``fidelity-miscompile_ratio`` is lower-is-better.
 
 Standard library only; neither Olive nor numpy.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from olive_bf16_pass.evaluation.metrics import MISCOMPILE_RATIO, split
+
 __all__ = ["BASELINES", "LOWER_IS_BETTER", "Bound", "Goal", "bounds", "higher_is_better", "misses"]
 
 # every other metric is higher-is-better
@@ -28,6 +32,7 @@ LOWER_IS_BETTER = frozenset({
     "fidelity-max_abs_diff", "latency-p50", "latency-p90", "latency-source_p50", "latency-source_p90",
     "size-bytes", "size-source_bytes", "size-ratio",
     "placement-npu_subgraphs",  # fewer pieces: fewer NPU/CPU hand-overs
+    MISCOMPILE_RATIO,
 })
 
 # what a relative goal is measured from: the FP32 source's figure (a metric name) or a constant
@@ -71,11 +76,14 @@ class Bound(NamedTuple):
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+    return metric not in LOWER_IS_BETTER and split(metric)[0] not in LOWER_IS_BETTER
 
 
 def _baseline(goal: Goal, results: Mapping[str, float]) -> float:
     base = BASELINES.get(goal.metric)
+    plain, variant = split(goal.metric)
+    if base is None and variant and isinstance(BASELINES.get(plain), float):  # a figure's value for identical models
+        base = BASELINES[plain]
     if base is None:
         raise ValueError(
             f"goal {goal.type!r} on {goal.metric!r} has nothing to be measured from; relative goals work on"

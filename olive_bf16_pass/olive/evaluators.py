@@ -16,9 +16,11 @@ Two evaluators, registered in Olive's evaluator registry when this module is imp
         placement-ep_op_share                        share of operators the target EP ran (evaluation/placement.py)
         placement-npu_subgraphs                      NPU subgraphs that ran (NPU EPs only, when known)
 
-    and prints them as a two-column FP32 / BF16 table (evaluation/table.py) when it is done. ``pooling``
+    and prints them side by side, FP32 / BF16 / emulated (evaluation/table.py), when it is done. ``pooling``
     ``cls`` or ``mean`` takes token states [batch, sequence, hidden]; ``none`` takes vectors the
-    model already pooled, [batch, hidden].
+    model already pooled, [batch, hidden]. ``query_prefix`` / ``passage_prefix`` (a model card's
+    ``"query: "`` / ``"passage: "``, BGE's query instruction): where they differ each text is embedded
+    as a query and as a passage, and retrieval is scored queries against passages (evaluation/corpus.py).
 
 ``RerankerFidelityEvaluator``
     for cross-encoders (BCE reranker). Scores query/passage pairs built from the corpus and
@@ -27,6 +29,20 @@ Two evaluators, registered in Olive's evaluator registry when this module is imp
     ``fidelity-max_abs_diff``, and the same latency and size metrics. The score of a pair is the
     single logit of a [batch] / [batch, 1] head, or the log-odds of the relevant class of a
     [batch, classes] head: class 1 of two, ``score_index`` of more (evaluation/agreement.py's relevance_scores).
+
+The three figures (issue 22; evaluation/metrics.py names them). The metrics above compare the model
+under test with FP32. With ``emulate`` (default true) the emulated BF16-compute model of the FP32
+source (emulation.py: every tensor between nodes rounded to BF16, FP32 inside each node: what an
+NPU-class device should get) runs too, on the CPU EP and the same inputs, made once per source in
+Olive's cache: ``fidelity-emulated-cosine_mean``, ``fidelity-emulated-cosine_min``,
+``retrieval-emulated-top10_overlap``, ``retrieval-emulated-top1_agreement`` (``fidelity-emulated-spearman``,
+``-top1_agreement``, ``-max_abs_diff`` for a reranker). Where the target EP is not the CPU (a Vitis AI
+run: the plain metrics are the NPU's), the BF16 model runs on the CPU as well, reported as
+``fidelity-weight_only-...``, and the device against the emulation as ``fidelity-device_vs_emulated-...``,
+with ``fidelity-miscompile_ratio``: the device's gap from the emulation over the emulation's gap from
+FP32. Above ``miscompile_factor`` (default 100; fidelity_figures.py says how it was chosen) the run
+fails as a likely miscompile, with the figures, as a missed threshold does. ``emulate: false``
+skips the emulated runs (faster; only the plain metrics).
 
 An output that cannot carry the metric (wrong rank, hidden size 1, integers, too few texts for
 top-k, one vector or score for everything) stops the evaluation with a message naming the output
@@ -93,8 +109,13 @@ class EmbeddingFidelityEvaluator(FidelityEvaluator):
             return ("sentence_embedding",), 2
         return ("last_hidden_state", "token_embeddings"), 3
 
+    _KIND = "embedding"
+
     def _inputs(self):
-        return self._texts(), None
+        from olive_bf16_pass.evaluation.corpus import prefixed
+
+        texts, self._queries = prefixed(self._texts(), self.query_prefix, self.passage_prefix)
+        return texts, None
 
     def _read(self, whose, session, name, feed, n):
         from olive_bf16_pass.evaluation import agreement
@@ -103,16 +124,11 @@ class EmbeddingFidelityEvaluator(FidelityEvaluator):
         agreement.check_embedding_output(name, out, self.pooling, len(next(iter(feed.values()))), whose)
         return agreement.pool(out, feed.get("attention_mask"), self.pooling)[:n]
 
-    def _agreement(self, ref, test):
-        from olive_bf16_pass.evaluation import agreement
+    def _arrange(self, array):
+        return array
 
-        agree = agreement.embedding_agreement(ref, test, int(self.top_k))
-        return {
-            "fidelity-cosine_mean": agree["cosine_mean"],
-            "fidelity-cosine_min": agree["cosine_min"],
-            "retrieval-top10_overlap": agree["topk_overlap"],
-            "retrieval-top1_agreement": agree["top1_agreement"],
-        }
+    def _agreement_options(self):
+        return {"top_k": int(self.top_k), "queries": self._queries}
 
 
 @Registry.register("RerankerFidelityEvaluator")
@@ -126,12 +142,15 @@ class RerankerFidelityEvaluator(FidelityEvaluator):
     def _prefer(self):
         return ("logits", "scores"), None
 
+    _KIND = "reranker"
+
     def _inputs(self):
-        from olive_bf16_pass.evaluation.corpus import reranker_pairs
+        from olive_bf16_pass.evaluation.corpus import prefixed_pairs, reranker_pairs
 
         queries, groups = reranker_pairs(self._texts(), int(self.num_queries), int(self.group_size), int(self.seed))
         self._shape = (len(queries), len(groups[0]))
-        return [q for q, g in zip(queries, groups) for _ in g], [p for g in groups for p in g]
+        return prefixed_pairs([q for q, g in zip(queries, groups) for _ in g], [p for g in groups for p in g],
+                              self.query_prefix, self.passage_prefix)
 
     def _read(self, whose, session, name, feed, n):
         from olive_bf16_pass.evaluation import agreement
@@ -140,12 +159,8 @@ class RerankerFidelityEvaluator(FidelityEvaluator):
         agreement.check_scores_output(name, out, len(next(iter(feed.values()))), self.score_index, whose)
         return agreement.relevance_scores(out, self.score_index)[:n]
 
-    def _agreement(self, ref, test):
-        from olive_bf16_pass.evaluation import agreement
+    def _arrange(self, array):
+        return array.reshape(self._shape)
 
-        agree = agreement.reranker_agreement(ref.reshape(self._shape), test.reshape(self._shape))
-        return {
-            "fidelity-spearman": agree["spearman"],
-            "fidelity-top1_agreement": agree["top1_agreement"],
-            "fidelity-max_abs_diff": agree["max_abs_diff"],
-        }
+    def _agreement_options(self):
+        return {}

@@ -9,6 +9,10 @@
   the BASELINE, its latency, size and placement only, and says so in one line;
 - a BF16 model with nothing to compare it with: an :class:`EvaluationError` that says what to set.
 
+With ``emulate`` (default) the emulated BF16 compute of the FP32 source runs too, on the CPU EP, and
+on a device (a Vitis AI run) the BF16 model on the CPU: three figures against FP32, and the device
+against the emulation, a likely miscompile above ``miscompile_factor`` (evaluation/figures.py, metrics.py).
+
 A BF16 model that a later pass folded back towards FP32 (fewer BF16 tensors than the pass
 recorded) is an error naming the sizes (attributes.undone_message). Thresholds and Olive goals
 (evaluation/thresholds.py) are checked here when the evaluator runs on its own, and after the
@@ -67,6 +71,10 @@ class FidelityEvaluator(OliveEvaluator):
         "cpu_twin": None,
         "fp32_twin": None,  # a recipe with storage float32, named when the EP fails to compile or falls back
         "min_ep_op_share": None,  # None: a non-CPU EP must run some operators; a number: at least that share
+        "emulate": True,  # also the emulated BF16 compute (and, on a device, the BF16 model on the CPU)
+        "miscompile_factor": None,  # None: fidelity_figures.MISCOMPILE_FACTOR
+        "query_prefix": None,  # before each query (each text, where the two prefixes are the same)
+        "passage_prefix": None,
     }
 
     def __init__(self, **kwargs):
@@ -77,6 +85,10 @@ class FidelityEvaluator(OliveEvaluator):
                 f"{type(self).__name__}: unknown option(s) {unknown}; known options: {sorted(options)}"
             )
         options.update(kwargs)
+        if options["miscompile_factor"] is None:
+            from olive_bf16_pass.evaluation.metrics import MISCOMPILE_FACTOR
+
+            options["miscompile_factor"] = MISCOMPILE_FACTOR
         for k, v in options.items():
             setattr(self, k, v)
         self._probe = None
@@ -108,6 +120,8 @@ class FidelityEvaluator(OliveEvaluator):
                     raise EvaluationError(f"{name}: {undone} The model is at {self._model_file(model)}.")
                 results = self._evaluate(model, source, device, execution_providers)
         except EvaluationError as e:
+            from olive_bf16_pass.evaluation.sessions import fp32_twin_line
+
             twin = fp32_twin_line(self.fp32_twin, str(e))
             if twin:
                 raise EvaluationError(f"{e} {twin}") from e
@@ -129,33 +143,45 @@ class FidelityEvaluator(OliveEvaluator):
         })
 
     def _evaluate(self, model, source: str, device, execution_providers) -> dict[str, float]:
-        """Both models on the same inputs, then where the BF16 one ran, agreement, latency, size."""
-        import numpy as np
-
-        from olive_bf16_pass.evaluation import sessions
+        """The models on the same inputs, then the figures, where the BF16 one ran, latency, size."""
+        from olive_bf16_pass.evaluation import figures, sessions
         from olive_bf16_pass.evaluation.sessions import REFERENCE_PROVIDER
 
         tokenizer = self._tokenizer(model)
         texts, pairs = self._inputs()
         target, self._provider, self._probe = self._target_session(model, device, execution_providers)
         reference = sessions.reference_session(source)
-        runs = [(target, self._output_name(target)), (reference, self._output_name(reference, target))]
         io = self._io(target)
         feeds, sizes = sessions.feeds(tokenizer, io, self.max_length, self.batch_size, texts, pairs)
         logger.info(
-            "%s: %d inputs through the BF16 model on %s and the FP32 source %s on %s (output %r)",
-            type(self).__name__, len(texts), self._provider, source, REFERENCE_PROVIDER, runs[0][1],
+            "%s: %d inputs through the BF16 model on %s and the FP32 source %s on %s (output %r)%s",
+            type(self).__name__, len(texts), self._provider, source, REFERENCE_PROVIDER, self._output_name(target),
+            ", and the emulated BF16 compute of the source on the CPU" if self.emulate else "",
         )
-        test, ref = (
-            np.concatenate([self._read(whose, session, name, feed, n) for feed, n in zip(feeds, sizes)])
-            for whose, (session, name) in zip(("the BF16 model's", "the FP32 source's"), runs)
-        )
+        outputs = {"target": self._outputs("the BF16 model's", target, target, feeds, sizes),
+                   "reference": self._outputs("the FP32 source's", reference, target, feeds, sizes)}
         placement = self._probe.metrics(self.min_ep_op_share)  # ends profiling: before the timed runs
-        results = self._agreement(ref, test)
+        if self.emulate:
+            more = {"emulated": ("the emulated BF16 compute's", figures.emulated_model_file(source))}
+            if self._provider != REFERENCE_PROVIDER:  # the device's figure: weight-only BF16 on the CPU beside it
+                more["weight_only"] = (f"the BF16 model's (on {REFERENCE_PROVIDER})", self._model_file(model))
+            for key, (whose, path) in more.items():
+                outputs[key] = self._outputs(whose, sessions.reference_session(path), target, feeds, sizes)
+        results = figures.fidelity_metrics(
+            {k: self._arrange(v) for k, v in outputs.items()}, self._KIND, factor=float(self.miscompile_factor),
+            **self._agreement_options(),
+        )
         results.update(self._latency([reference, target], tokenizer, io, texts, pairs))
-        results.update(self._sizes(model.model_path, source))
+        results.update(sessions.size_figures(model.model_path, source))
         results.update(placement)
         return results
+
+    def _outputs(self, whose: str, session, like, feeds, sizes):
+        """What the evaluator reads from ``session`` (the output ``like``'s session is read from), all feeds."""
+        import numpy as np
+
+        name = self._output_name(session, like)
+        return np.concatenate([self._read(whose, session, name, feed, n) for feed, n in zip(feeds, sizes)])
 
     def _baseline(self, model, device, execution_providers) -> dict[str, float]:
         """The FP32 model alone, on the target EP: latency, size, placement (no self-comparison)."""
@@ -172,8 +198,9 @@ class FidelityEvaluator(OliveEvaluator):
         results["size-bytes"] = sessions.model_size_on_disk(model.model_path)
         return {k: v for k, v in results.items() if k in BASELINE_METRICS}
 
-    # -- pieces; each evaluator adds _inputs() -> (texts, pairs or None), _read(whose, session, output,
-    # feed, rows) -> its vectors or scores, _agreement(ref, test) -> metrics, _prefer() -> (names, rank)
+    # -- pieces; each evaluator adds _KIND ('embedding' | 'reranker'), _inputs() -> (texts, pairs or None),
+    # _read(whose, session, output, feed, rows) -> its vectors or scores, _arrange(array) -> what the
+    # agreement takes, _agreement_options() -> top_k / queries, _prefer() -> (names, rank)
 
     def _target_session(self, model, device, execution_providers):
         """(session, provider, probe) of the model, the session made by Olive so that the recipe's
@@ -217,9 +244,9 @@ class FidelityEvaluator(OliveEvaluator):
                 f"the FP32 reference model {source} does not exist (was the Olive cache cleaned?); set the"
                 " evaluator's 'reference_model' to a copy outside the cache"
             )
-        if _same_file(_onnx_file(source), self._model_file(model)):
+        if sessions.same_file(_onnx_file(source), self._model_file(model)):
             return None
-        if _in_olive_cache(source):
+        if sessions.in_olive_cache(source):
             logger.warning(
                 "%s: the FP32 reference %s is a model in Olive's cache (a pass before OnnxFloatToBFloat16 made"
                 " it); \"clean_cache\": true deletes it. Set 'reference_model' to a stable copy to compare later.",
@@ -231,14 +258,7 @@ class FidelityEvaluator(OliveEvaluator):
         from olive_bf16_pass.evaluation import sessions
 
         attrs = getattr(model, "model_attributes", None) or {}
-        spec = self.tokenizer or attrs.get("_name_or_path")
-        if not spec:
-            raise EvaluationError(
-                f"{type(self).__name__} needs a tokenizer: set the evaluator's 'tokenizer' (a model folder,"
-                " a Hugging Face name or 'module:function'); it defaults to model_attributes['_name_or_path'],"
-                " which only chains that start from an HfModel carry."
-            )
-        return sessions.load_tokenizer(str(spec))
+        return sessions.load_tokenizer(self.tokenizer or attrs.get("_name_or_path"), type(self).__name__)
 
     def _io(self, session) -> Io:
         from olive_bf16_pass.evaluation.sessions import Io
@@ -260,25 +280,11 @@ class FidelityEvaluator(OliveEvaluator):
 
     def _latency(self, sessions_, tokenizer, io: Io, texts, pairs=None) -> dict[str, float]:
         """p50/p90 in ms of one inference of one input; [reference, target] take turns over the first inputs."""
-        import numpy as np
-
         from olive_bf16_pass.evaluation import sessions
 
         n = min(LATENCY_INPUTS, len(texts))
         feeds, _ = sessions.feeds(tokenizer, io, self.max_length, 1, texts[:n], None if pairs is None else pairs[:n])
-        times = sessions.interleaved_latency(sessions_, feeds, self.latency_runs, self.warmup_runs)
-        results = {"latency-p50": float(np.percentile(times[-1], 50)), "latency-p90": float(np.percentile(times[-1], 90))}
-        if len(times) > 1:
-            results["latency-source_p50"] = float(np.percentile(times[0], 50))
-            results["latency-source_p90"] = float(np.percentile(times[0], 90))
-        return results
-
-    @staticmethod
-    def _sizes(model_path, source_path) -> dict[str, float]:
-        from olive_bf16_pass.evaluation import sessions
-
-        size, source = sessions.model_size_on_disk(model_path), sessions.model_size_on_disk(source_path)
-        return {"size-bytes": size, "size-source_bytes": source, "size-ratio": size / source if source else 0.0}
+        return sessions.latency_figures(sessions.interleaved_latency(sessions_, feeds, self.latency_runs, self.warmup_runs))
 
     def _texts(self) -> list[str]:
         from olive_bf16_pass.evaluation import sessions
@@ -286,17 +292,6 @@ class FidelityEvaluator(OliveEvaluator):
 
         corpus = self.corpus and sessions.resolve_path_spec(str(self.corpus))
         return load_corpus(corpus, self.languages, self.corpus_limit)
-
-
-_EP_FAILURES = ("did not run the BF16 model", "fell back", "(fallback)")  # sessions.py / placement.py's words
-
-
-def fp32_twin_line(fp32_twin: str | None, message: str) -> str | None:
-    """For a failed compile or a CPU fallback: the recipe that gives the compiler AMD's documented input."""
-    if not fp32_twin or not any(words in message for words in _EP_FAILURES):
-        return None
-    return (f"Try the FP32-storage twin (the same BF16-rounded weights stored as FP32, no Cast: the input AMD "
-            f"documents for its compiler): olive run --config {fp32_twin}")
 
 
 def _onnx_file(path) -> str:
@@ -308,16 +303,3 @@ def _onnx_file(path) -> str:
     except EvaluationError:
         return str(path)
 
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
-    except OSError:
-        return False
-
-
-def _in_olive_cache(path: str) -> bool:
-    import os
-
-    cache = os.environ.get("OLIVE_CACHE_DIR")  # set by Olive's engine for the run
-    return bool(cache) and Path(path).resolve().is_relative_to(Path(cache).resolve())

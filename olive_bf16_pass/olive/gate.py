@@ -11,6 +11,10 @@ provider_check.py). While it runs, the evaluators report a miss as a warning and
 metrics; Olive then caches them and saves the model to the output folder, and the gate raises,
 naming where the model is. A run with a changed threshold checks it against the cached metrics.
 
+A device output flagged as a likely miscompile (``fidelity-miscompile_ratio`` above the evaluator's
+``miscompile_factor``, evaluation/metrics.py) fails the run the same way, with the three figures,
+cached or fresh.
+
 The same place checks that no pass after OnnxFloatToBFloat16 undid its conversion
 (attributes.undone_message), for every run that has the pass, with or without an evaluator.
 
@@ -84,7 +88,9 @@ def priorities(metrics) -> dict[str, int]:
 
 
 def _misses(options: dict[str, Any], metrics, results: dict[str, float]) -> list[str]:
+    """Thresholds, goals, ``min_ep_op_share``, and a device's likely miscompile (``miscompile_factor``)."""
     from olive_bf16_pass.evaluation import thresholds
+    from olive_bf16_pass.evaluation.metrics import MISCOMPILE_FACTOR, miscompile_misses
 
     share = options.get("min_ep_op_share")
     asked = dict(options.get("thresholds") or {})
@@ -94,7 +100,9 @@ def _misses(options: dict[str, Any], metrics, results: dict[str, float]) -> list
         bounds = thresholds.bounds(asked, goals(metrics), results)
     except ValueError as e:
         raise EvaluationError(str(e)) from e
-    return thresholds.misses(bounds, results)
+    factor = options.get("miscompile_factor")
+    return thresholds.misses(bounds, results) + miscompile_misses(
+        results, MISCOMPILE_FACTOR if factor is None else float(factor))
 
 
 def _miss_message(who: str, failures: list[str], where: str) -> str:
@@ -103,7 +111,8 @@ def _miss_message(who: str, failures: list[str], where: str) -> str:
 
 def check_evaluation(evaluator, model, metrics, results: dict[str, float]) -> None:
     """Inside ``evaluate()``: raise on a miss, or, inside :func:`checked_run`, warn and leave it to the gate."""
-    options = {"thresholds": evaluator.thresholds}  # min_ep_op_share was checked by the placement probe
+    # min_ep_op_share was checked by the placement probe
+    options = {"thresholds": evaluator.thresholds, "miscompile_factor": evaluator.miscompile_factor}
     failures = _misses(options, metrics, results)
     if not failures:
         return

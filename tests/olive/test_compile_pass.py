@@ -148,7 +148,7 @@ def test_ryzenai_recipes_end_with_the_compile_and_have_fp32_twins(stem):
 
 def test_the_evaluators_failure_names_the_fp32_twin():
     import olive_bf16_pass.olive.evaluators  # noqa: F401  (loads fidelity_base in its order)
-    from olive_bf16_pass.olive.fidelity_base import fp32_twin_line
+    from olive_bf16_pass.evaluation.sessions import fp32_twin_line
 
     line = fp32_twin_line("recipes/bce_ryzenai_fp32.json", "VitisAIExecutionProvider ran 0.0% ... ONNX Runtime "
                                                            "fell back silently")

@@ -47,6 +47,9 @@ def test_embedding_evaluator_on_bf16(encoder_pair, tokenizer_dir, embed):
         "fidelity-cosine_mean", "fidelity-cosine_min", "retrieval-top10_overlap", "retrieval-top1_agreement",
         "latency-p50", "latency-p90", "latency-source_p50", "latency-source_p90",
         "size-bytes", "size-source_bytes", "size-ratio", "placement-ep_op_share",
+        # the emulated BF16 compute of the FP32 source (emulate, the default); no device figures on the CPU
+        "fidelity-emulated-cosine_mean", "fidelity-emulated-cosine_min", "retrieval-emulated-top10_overlap",
+        "retrieval-emulated-top1_agreement",
     }
     assert r["placement-ep_op_share"] == 1.0  # the CPU EP ran every node; no NPU subgraph figure for it
     assert 0.99 < r["fidelity-cosine_mean"] < 1.0
