@@ -161,12 +161,13 @@ def test_the_model_card_reaches_the_export_and_the_evaluator(entry):
     if card["task"] == "embedding":
         assert evaluator["pooling"] == card["pooling"] and card["pooling"] in ("cls", "mean")
         assert card["normalize"] is True  # the metrics are cosine-based: the same with or without it
+    # the prefixes are the evaluator's options (e5: 'query: ' / 'passage: '; bge small: the query instruction)
+    assert (evaluator.get("query_prefix") or "", evaluator.get("passage_prefix") or "") == (
+        card["query_prefix"], card["passage_prefix"])
     texts = load_corpus(resolve_path_spec(evaluator["corpus"]) if evaluator.get("corpus") else None,
                         evaluator.get("languages"), evaluator.get("corpus_limit"))
-    if card.get("query_prefix") and card.get("passage_prefix"):  # e5: every input carries one; 'query: '
-        assert all(t.startswith(card["query_prefix"]) for t in texts)  # on both sides of a symmetric task
-    else:  # no prefix, or a query-side instruction only (bge): the corpus is passages
-        assert not any(card.get("query_prefix") and t.startswith(card["query_prefix"]) for t in texts)
+    prefixes = [p for p in (card["query_prefix"], card["passage_prefix"]) if p]
+    assert not any(t.startswith(p) for t in texts for p in prefixes)  # the corpus carries none: not twice
 
 
 @pytest.mark.parametrize("entry", CATALOG, ids=_ids)
@@ -265,8 +266,17 @@ def test_cpu_recipe_runs_end_to_end_on_a_tiny_model(entry, tiny_model, tmp_path)
     assert 0.4 < metrics["size-ratio"] < 0.7
     if entry.model["task"] == "embedding":
         assert metrics["fidelity-cosine_mean"] > 0.99 and metrics["fidelity-cosine_min"] > 0.95
+        emulated = ("fidelity-emulated-cosine_mean", "fidelity-emulated-cosine_min", "retrieval-emulated-top10_overlap")
     else:
         assert metrics["fidelity-spearman"] > 0.9
+        emulated = ("fidelity-emulated-spearman", "fidelity-emulated-top1_agreement")
+    # the emulated BF16 compute, beside (a tiny random reranker's scores lie so close that rounding its
+    # logits to BF16 ties some: its Spearman is lower, but not the weight-only figure's 1.0)
+    assert all(0.0 < metrics[name] <= 1.0 for name in emulated), metrics
+    assert metrics[emulated[0]] > (0.99 if entry.model["task"] == "embedding" else 0.5), metrics
+    assert "fidelity-miscompile_ratio" not in metrics  # a CPU run has no device figure
+    made = list((tmp_path / "cache").rglob("emulated_bf16_compute.onnx"))
+    assert len(made) == 1, made  # made once, in Olive's cache of the run
 
 
 # ----------------------------------------------------------------------------- Vitis AI: up to the EP
