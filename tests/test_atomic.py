@@ -237,13 +237,18 @@ def test_interrupt_mid_write_removes_the_temporaries(tmp_path, monkeypatch, caps
     """Ctrl-C (KeyboardInterrupt) runs the cleanup that SIGKILL cannot: no temporaries, exit 130."""
     src = tmp_path / "m.onnx"
     onnx.save(matmul_model(n=128), str(src))
-    real_copy = streamer.Streamer.copy
+    real_copy, real_small = streamer.Streamer.copy, streamer.Streamer.small_located
 
     def copy(self, tensor, out, position, conversion):
         real_copy(self, tensor, out, position, conversion)
         raise KeyboardInterrupt
 
+    def small_located(self, items):  # small tensors are read in batches, in the writer's thread
+        real_small(self, items)
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(streamer.Streamer, "copy", copy)
+    monkeypatch.setattr(streamer.Streamer, "small_located", small_located)
     for extra in ([], ["--external-data"]):
         assert main(["convert", str(src), str(tmp_path / "out.onnx"), *extra]) == 130
         assert "interrupted; nothing was written" in capsys.readouterr().err

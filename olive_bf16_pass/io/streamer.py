@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from olive_bf16_pass.errors import ConversionError
-from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits
+from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_segments
 
 _HALVES = onnx.TensorProto.BFLOAT16  # a conversion into this type writes half the bytes it reads
 
@@ -27,9 +27,12 @@ _HALVES = onnx.TensorProto.BFLOAT16  # a conversion into this type writes half t
 def _halves(conversion: Conversion | None) -> bool:
     return conversion is not None and conversion.tensor.data_type == _HALVES
 
-__all__ = ["CHUNK_BYTES", "Conversion", "Handles", "MemoryOutput", "Output", "Progress", "Streamer"]
+__all__ = ["CHUNK_BYTES", "SMALL_BYTES", "Conversion", "Handles", "MemoryOutput", "Output", "Progress", "Streamer"]
 
 CHUNK_BYTES = 16 << 20
+# Tensors up to this size are read (and rounded) in the caller's thread, in batches: a worker task
+# costs tens of microseconds, which dominates a model of many small tensors.
+SMALL_BYTES = 64 << 10
 Progress = Callable[[int, int], None]
 
 
@@ -179,6 +182,37 @@ class Streamer:
             if self.progress:
                 self.progress(self.done, self.total)
         return length // 2 if halves else length
+
+    def small(self, items: list[tuple[onnx.TensorProto, Conversion | None]]) -> list[bytes]:
+        """The (converted) bytes of small tensors, read here and rounded in one numpy pass for all of them.
+
+        Each tensor's bits and figures are those of rounding it alone (``round_segments``)."""
+        return self.small_located([(t.name, self.locate(t), conversion) for t, conversion in items])
+
+    def small_located(self, items: list[tuple[str, tuple[Path, int, int], Conversion | None]]) -> list[bytes]:
+        """``small`` for tensors located beforehand: (name, (file, offset, length), conversion)."""
+        data: list[bytes] = []
+        for name, (path, offset, length), _ in items:
+            buf = bytearray(length)
+            if self._sources.read_into(path, memoryview(buf), offset) < length:
+                raise ConversionError(f"tensor {name!r}: its data ended early; the file is truncated.")
+            data.append(buf)
+            self.done += length
+        rounded = [i for i, (_, _, conversion) in enumerate(items) if conversion is not None]
+        if rounded:
+            values = np.frombuffer(b"".join(data[i] for i in rounded), dtype="<f4")
+            bits, stats = round_segments(values, [len(data[i]) // 4 for i in rounded], self.rounding, self.saturate)
+            start = 0
+            for i, local in zip(rounded, stats):
+                conversion, n = items[i][2], len(data[i]) // 4
+                part = bits[start : start + n]
+                start += n
+                data[i] = part.tobytes() if _halves(conversion) else (part.astype("<u4") << 16).tobytes()
+                with self._stats_lock:
+                    conversion.stats.merge(local)
+        if self.progress and items:
+            self.progress(self.done, self.total)
+        return data
 
     def read(self, tensor: onnx.TensorProto, conversion: Conversion | None = None) -> bytes:
         """One tensor's whole (converted) data in memory, for the few that must be."""

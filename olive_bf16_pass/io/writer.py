@@ -22,7 +22,7 @@ from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.destination import Destination, default_data_name
 from olive_bf16_pass.io.source import location_parts
 from olive_bf16_pass.io.serializer import clear_external
-from olive_bf16_pass.io.streamer import Conversion, Output, Streamer
+from olive_bf16_pass.io.streamer import SMALL_BYTES, Conversion, Output, Streamer
 from olive_bf16_pass.traversal import Skeleton, iter_tensors
 
 __all__ = ["DEFAULT_SIZE_THRESHOLD", "PROTOBUF_LIMIT", "ExternalDataSpec", "Written", "write_model"]
@@ -115,21 +115,30 @@ def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, cr
     with out:
         target = Output(tmp)
         try:
-            position, pending = 0, []  # consecutive small pieces go out in one write
-            for piece in [*pieces, None]:
-                if isinstance(piece, bytes):
-                    pending.append(piece)
-                    if len(pending) < 4096:
-                        continue
-                    piece = b""
-                if pending:
-                    data = b"".join(pending)
-                    target.pwrite(data, position)
-                    position, pending = position + len(data), []
-                if isinstance(piece, tuple):
+            position, pending = 0, []  # consecutive small pieces (small tensors too) go out in one write
+
+            def write_pending() -> None:
+                nonlocal position, pending
+                small = [i for i, piece in enumerate(pending) if isinstance(piece, tuple)]
+                for i, data in zip(small, streamer.small([pending[i][:2] for i in small])):
+                    pending[i] = data
+                data = b"".join(pending)
+                target.pwrite(data, position)
+                position, pending = position + len(data), []
+
+            for piece in pieces:
+                if isinstance(piece, tuple) and piece[2] > SMALL_BYTES:
+                    if pending:
+                        write_pending()
                     tensor, conversion, nbytes = piece
                     streamer.copy(tensor, target, position, conversion)
                     position += nbytes
+                    continue
+                pending.append(piece)
+                if len(pending) >= 4096:
+                    write_pending()
+            if pending:
+                write_pending()
             streamer.flush()
         finally:
             streamer.drain()  # no chunk may still be written when the file closes
@@ -162,6 +171,13 @@ def _write_with_external_data(
     data_out, data_tmp = destination.new_temporary(".data", created)
     offset = 0
     written: dict[int, onnx.TensorProto] = {}  # tensors now referring to the data file (kept alive: ids stay theirs)
+    small: list[tuple[int, tuple[str, tuple[Path, int, int], Conversion | None]]] = []  # (offset, located): batched
+
+    def write_small() -> None:
+        for (at, _), data in zip(small, streamer.small_located([located for _, located in small])):
+            target.pwrite(data, at)
+        small.clear()
+
     with data_out:
         target = Output(data_tmp)
         try:
@@ -179,7 +195,11 @@ def _write_with_external_data(
                     if nbytes < threshold or (not on_disk and not tensor.HasField("raw_data")):
                         continue  # stays in the .onnx: streamed there if it is on disk
                     offset += -offset % _ALIGN  # the gap is a hole: reads as zeros
-                    if on_disk:
+                    if on_disk and nbytes <= SMALL_BYTES:  # located now: the message is repointed below
+                        small.append((offset, (tensor.name, streamer.locate(tensor), conversion)))
+                        if len(small) >= 4096:
+                            write_small()
+                    elif on_disk:
                         streamer.copy(tensor, target, offset, conversion)
                     else:
                         target.pwrite(tensor.raw_data, offset)
@@ -190,6 +210,7 @@ def _write_with_external_data(
                         tensor.external_data.add(key=key, value=str(value))
                     written[id(tensor)] = tensor
                     offset += nbytes
+            write_small()
             streamer.flush()
         finally:
             streamer.drain()

@@ -153,3 +153,54 @@ def test_a_failed_replace_keeps_the_previous_model_and_its_data(tmp_path, monkey
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (dst, tmp_path / "out.onnx.data")} == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m2.onnx", "out.onnx", "out.onnx.data"]
     run(dst, {"ids": IDS})  # the previous model still loads and runs
+
+
+def _many_small(seed: int = 0) -> onnx.ModelProto:
+    """Small FP32 weights of many sizes (specials included), some converted, some too small, some not float."""
+    rng = np.random.default_rng(seed)
+    inits, nodes, prev = [], [], "x"
+    for i, n in enumerate([256, 300, 1000, 5000, 16384, 16385, 40000, 8, 513]):
+        values = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+        values[:3] = [np.nan, np.inf, 3.4e38]
+        inits.append(onnx.numpy_helper.from_array(values, f"w{i}"))
+        nodes.append(onnx.helper.make_node("ReduceSum", [f"w{i}"], [f"s{i}"], keepdims=0))
+        nodes.append(onnx.helper.make_node("Add", [prev, f"s{i}"], [f"a{i}"]))
+        prev = f"a{i}"
+    inits.append(onnx.numpy_helper.from_array(np.arange(600, dtype=np.int64), "ints"))
+    nodes.append(onnx.helper.make_node("Identity", ["ints"], ["ints_out"]))
+    graph = onnx.helper.make_graph(
+        nodes, "many_small", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [])],
+        [onnx.helper.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, []),
+         onnx.helper.make_tensor_value_info("ints_out", onnx.TensorProto.INT64, [600])], inits)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("storage", ["bfloat16", "float32"])
+@pytest.mark.parametrize("external_in", [False, True], ids=["single-in", "external-in"])
+@pytest.mark.parametrize("external_out", [False, True], ids=["single-out", "external-out"])
+def test_small_tensors_read_in_batches_give_the_bytes_and_figures_of_the_chunked_path(
+    tmp_path, monkeypatch, storage, external_in, external_out
+):
+    """Tensors up to SMALL_BYTES are read and rounded in the writer's thread, many at once: the files and
+    every rounding figure must be those of the worker path, which takes each tensor alone."""
+    from olive_bf16_pass.io import streamer
+
+    src = save(_many_small(), tmp_path / "in.onnx", external=external_in)
+    options = ConversionOptions(min_elements=16, storage=storage)
+    outputs = {}
+    for label, small in (("workers", 0), ("batched", 1 << 30)):
+        monkeypatch.setattr(streamer, "SMALL_BYTES", small)
+        monkeypatch.setattr(writer, "SMALL_BYTES", small)
+        folder = tmp_path / label
+        folder.mkdir()
+        report = convert_file(src, folder / "out.onnx", options, save_as_external_data=external_out)
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+        figures = [(r.name, r.max_abs_error, r.max_rel_error, r.nan_count, r.inf_count, r.saturated_count)
+                   for r in report.converted]
+        outputs[label] = (files, figures)
+    assert outputs["workers"] == outputs["batched"]
+    files, figures = outputs["batched"]
+    assert len(figures) == 8 and all(f[3] == 1 and f[4] == 1 for f in figures)  # NaN and Inf counted in each
+    model = onnx.load(str(tmp_path / "batched" / "out.onnx"))
+    types = sorted(t.data_type for t in model.graph.initializer if t.name.startswith("w"))
+    assert types.count(onnx.TensorProto.BFLOAT16) == (8 if storage == "bfloat16" else 0)
