@@ -9,7 +9,7 @@ is dropped again where the target still holds (one pass each, for lists of at mo
 ``prune_limit``), and step 5 below.
 The ``ranked`` strategy:
 
-1. all nodes in BF16 (emulated compute): if the target holds, nothing needs to stay FP32;
+1. all nodes in BF16 (emulated compute): if the target holds, nothing needs to stay FP32 (step 5 still runs);
 2. all switches off (every node FP32, weights too: the FP32 model): if the target fails there,
    no node list can meet it, and the search says so;
 3. the regain of each node (all others in BF16, that one FP32), on the first ``rank_rows`` rows
@@ -28,6 +28,9 @@ The ``ranked`` strategy:
    figures differ in the last bits (prepacked GEMMs, fused FP32 chains), which matters only for a
    target within about 1e-7 of the verified figure.
 
+Nodes a user keeps FP32 anyway (``Switched.keep_always``: the pass's ``node_block_list``) stay FP32 in every
+configuration measured and in the verification, so the list found is the one to add to theirs.
+
 What it guarantees (either strategy): a list it returns meets the target (mean and minimum cosine against FP32) on
 this corpus in the emulated model that ``olive-bf16 emulate --keep-nodes-from`` writes. What it does
 not: that the list is the smallest (segments are runs in graph order; the ranking is one node at a
@@ -40,14 +43,16 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from olive_bf16_pass.errors import ConversionError, one_line
 from olive_bf16_pass.sensitivity import Switched, run_all, session_for
 
-__all__ = ["SearchResult", "search"]
+__all__ = ["SearchResult", "Target", "find_for_target", "search"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +63,7 @@ class SearchResult:
     target_min: float
     nodes: list[str] = field(default_factory=list)  # the nodes to keep in FP32
     met: bool = False
-    emulated: tuple[float, float] = (0.0, 0.0)  # all nodes in BF16
+    emulated: tuple[float, float] = (0.0, 0.0)  # all nodes in BF16 (but Switched.keep_always's)
     all_fp32: tuple[float, float] = (0.0, 0.0)  # every node FP32 (weights too): the FP32 model
     verified: tuple[float, float] = (0.0, 0.0)  # the final list, on the real emulation
     passes: int = 0
@@ -76,6 +81,50 @@ class SearchResult:
         return (f"{head} (verified mean {self.verified[0]:.6f} min {self.verified[1]:.6f}; all BF16 "
                 f"{self.emulated[0]:.6f}/{self.emulated[1]:.6f}); {self.passes} corpus passes, {self.runs} ONNX Runtime runs, "
                 f"{self.seconds:.1f} s" + (f". {self.note}" if self.note else ""))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A fidelity target and the corpus it is measured on, with ``olive-bf16 sensitivity``'s defaults."""
+
+    cosine: float  # mean cosine against FP32
+    min_cosine: float | None = None  # minimum cosine (default: ``cosine``)
+    tokenizer: str | None = None  # a folder, a Hugging Face name or module:function (default: the model's folder)
+    corpus: str | None = None  # sentences (default: the shipped corpus)
+    pooling: str = "mean"  # of token outputs: mean, cls, none
+    limit: int = 32  # sentences
+    max_length: int = 64  # tokens a sentence
+    batch_size: int = 32
+    strategy: str = "segments"
+
+
+def find_for_target(src, target: Target, also_kept: Sequence[str] = ()) -> SearchResult:
+    """The nodes to keep FP32 so that emulated BF16 compute of the model at ``src`` meets ``target`` on the corpus,
+    as ``olive-bf16 sensitivity --target-cosine`` finds them (see the module docstring). ``also_kept``: nodes kept
+    FP32 anyway (a user's node_block_list): FP32 in every configuration the search measures and in its verification,
+    and left out of the nodes it returns. Raises ConversionError, one line, when the target cannot be met or its
+    corpus cannot be read."""
+    from olive_bf16_pass import sensitivity as sens
+    from olive_bf16_pass.evaluation.errors import EvaluationError
+
+    try:
+        feeds = sens.text_feeds(src, target.tokenizer or str(Path(src).resolve().parent), target.corpus,
+                                target.limit, target.batch_size, target.max_length)
+    except EvaluationError as exc:
+        raise ConversionError(f"the fidelity target's corpus: {one_line(exc)}") from exc
+    switched = Switched(src, feeds, target.pooling)
+    try:
+        switched.keep_always(also_kept)
+        result = search(src, switched, target.cosine, target.min_cosine, strategy=target.strategy)
+    finally:
+        switched.close()
+    result.nodes = [n for n in result.nodes if n not in set(also_kept)]  # the nodes found, beyond those
+    if "" in result.nodes:
+        raise ConversionError("the fidelity target needs a node kept FP32 that has no name, which a node_block_list "
+                              "cannot name: give the model's nodes names (exporters do)")
+    if not result.met:
+        raise ConversionError(one_line(f"the fidelity target cannot be met on emulated BF16 compute: {result.summary()}"))
+    return result
 
 
 def search(src, switched: Switched, target_mean: float, target_min: float | None = None, rank_rows: int = 16,
@@ -96,9 +145,8 @@ def search(src, switched: Switched, target_mean: float, target_min: float | None
 
     result.emulated = switched.measure(np.ones(k, bool))
     result.verified = result.emulated
-    if meets(result.emulated):
-        result.met = True
-        return _done(result, switched, started, passes, runs)
+    if meets(result.emulated):  # nothing to keep: verified all the same
+        return _verified(src, switched, result, [], list(reversed(range(k))), max_fixes, started, passes, runs)
     result.all_fp32 = switched.measure(np.zeros(k, bool))
     if not meets(result.all_fp32):
         result.note = ("every node in FP32 misses the target already: no node list can meet it (is the target above "
@@ -221,9 +269,10 @@ def verify(src, switched: Switched, nodes: list[str]) -> tuple[float, float]:
     """The figures of the real emulation with ``nodes`` kept in FP32 (their weights too): one new session."""
     from olive_bf16_pass.emulation import EmulationOptions, emulate_file
 
+    always = [n for n in getattr(switched, "always_kept", ()) if n not in nodes]  # Switched.keep_always
     with tempfile.TemporaryDirectory(prefix="bf16-verify-") as tmp:
         path = Path(tmp) / "emulated.onnx"
-        emulate_file(src, path, EmulationOptions(keep_nodes=nodes))
+        emulate_file(src, path, EmulationOptions(keep_nodes=[*nodes, *always]))
         session = session_for(path, exact=True)  # as the switched session computes
         outputs = run_all(session, switched.feeds, switched.output)
         del session

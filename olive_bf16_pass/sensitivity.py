@@ -169,8 +169,14 @@ class Switched:
         view._parent = self
         return view
 
+    def keep_always(self, nodes) -> None:
+        """Nodes kept FP32 in every configuration from now on (a user's node_block_list): their switches stay off."""
+        self.always_kept = [n for n in self.nodes if n in set(nodes)]
+
     def outputs(self, on: np.ndarray) -> list[np.ndarray]:
-        switches = {name: np.array(bool(v)) for name, v in zip(self.switch_names, on)}
+        kept = set(getattr(self, "always_kept", ()))
+        switches = {name: np.array(bool(v) and node not in kept)
+                    for name, node, v in zip(self.switch_names, self.nodes, on)}
         counter = getattr(self, "_parent", self)
         counter.runs += len(self.feeds.batches)
         counter.passes += 1

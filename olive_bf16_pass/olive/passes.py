@@ -12,9 +12,10 @@ model as a Hugging Face one); see attributes.py.
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
@@ -82,6 +83,9 @@ class OnnxFloatToBFloat16(Pass):
     JSON report beside the model (``<model>.bf16_report.json``) and logs its summary under Olive's
     logger. For the Vitis AI EP it refuses external data (the EP cannot load it) and versions a
     given ``cache_key`` (see ``vitisai/cache_key.py``). Run it after the passes that optimize or quantize.
+    With ``target_cosine``, it first finds the nodes to keep FP32 so that emulated BF16 compute meets the
+    target on a corpus (precision_search.py, as ``olive-bf16 sensitivity --target-cosine``), adds them to
+    ``node_block_list``, and records the search (``target_search``) in the metadata record and the report.
     """
 
     @classmethod
@@ -115,6 +119,7 @@ class OnnxFloatToBFloat16(Pass):
                 "it is not ready; false skips the check."
             ),
         )
+        config.update(_target_parameters())
         config["vitisai_runtime"] = PassConfigParam(
             type_=dict[str, str] | None,
             default_value=None,
@@ -151,12 +156,16 @@ class OnnxFloatToBFloat16(Pass):
             raise ValueError(VITIS_EXTERNAL_DATA.format(why="save_as_external_data is true"))
         source = Path(model.model_path)
         output = Path(resolve_onnx_path(output_model_path, source.name))
+        options, found = ConversionOptions.from_dict(config.model_dump()), None
         try:
             with _forwarded_core_logs():
+                if config.target_cosine is not None:  # the nodes found stay FP32: node_block_list
+                    found = _search_for_target(source, model, config, options.node_block_list)
+                    options = replace(options, node_block_list=(*options.node_block_list, *found.nodes))
                 report = convert_file(
                     source,
                     output,
-                    ConversionOptions.from_dict(config.model_dump()),
+                    options,
                     save_as_external_data=config.save_as_external_data,
                     external_data_name=config.external_data_name,
                     size_threshold=config.size_threshold,
@@ -187,8 +196,13 @@ class OnnxFloatToBFloat16(Pass):
             "opset_upgrade": report.opset_upgrade,  # [from, to] when the input was below opset 13
             "report": output.with_suffix("").name + REPORT_SUFFIX,
         }
+        if found is not None:
+            record["target_search"] = found.to_dict()
         append_record(output, record)
-        report.write_json(output.parent / record["report"])
+        report_json = report.to_dict()
+        if found is not None:
+            report_json["target_search"] = record["target_search"]
+        (output.parent / record["report"]).write_text(json.dumps(report_json, indent=2) + "\n")
         logger.info("OnnxFloatToBFloat16 (%s): %s\nreport: %s", source.name, report.summary(),
                     output.parent / record["report"])
         if has_vitisai_cache_key(settings):
@@ -221,6 +235,38 @@ def _check_for_vitisai(output: Path, report) -> None:
         )
 
 
+def _target_parameters() -> dict[str, PassConfigParam]:
+    """target_cosine and its corpus: the precision search of olive-bf16 sensitivity --target-cosine."""
+    about = "For target_cosine: "
+    return {
+        "target_cosine": PassConfigParam(type_=float | None, default_value=None, description=(
+            "Keep in FP32 (added to node_block_list) the nodes that olive-bf16 sensitivity --target-cosine finds, so "
+            "that emulated BF16 compute (as a BF16 NPU computes) meets this mean cosine against FP32 on the corpus; "
+            "the run stops when it cannot be met. None: no search.")),
+        "target_min_cosine": PassConfigParam(type_=float | None, default_value=None,
+                                             description=about + "and this minimum cosine (default: target_cosine)."),
+        "tokenizer": PassConfigParam(type_=str | None, default_value=None, description=about + (
+            "the corpus' tokenizer: a folder, a Hugging Face name or 'module:function' (default: "
+            "model_attributes['_name_or_path'], else the input model's folder).")),
+        "corpus": PassConfigParam(type_=str | None, default_value=None,
+                                  description=about + "a file of sentences (default: the shipped corpus)."),
+        "pooling": PassConfigParam(type_=Literal["mean", "cls", "none"], default_value="mean",
+                                   description=about + "how token outputs are pooled before the cosine (mean)."),
+    }
+
+
+def _search_for_target(source: Path, model: ONNXModelHandler, config, kept: tuple[str, ...]):
+    """The precision search on the input model (Olive-free: precision_search.py), logged under Olive's logger."""
+    from olive_bf16_pass.precision_search import Target, find_for_target
+
+    tokenizer = config.tokenizer or (model.model_attributes or {}).get("_name_or_path")
+    target = Target(config.target_cosine, config.target_min_cosine, tokenizer, config.corpus, config.pooling)
+    found = find_for_target(source, target, kept)
+    logger.info("OnnxFloatToBFloat16 (%s): %s; kept in FP32: %s", source.name, found.summary(),
+                ", ".join(found.nodes) or "(none)")
+    return found
+
+
 def _validate_vocabulary(cls, values):
     """Olive's FP16 vocabulary, checked when Olive parses the config: exclusive pairs, keep_io_types."""
     if not isinstance(values, dict):
@@ -230,6 +276,15 @@ def _validate_vocabulary(cls, values):
     for include, block in (("op_include_list", "op_block_list"), ("node_include_list", "node_block_list")):
         if values.get(include) is not None and values.get(block):
             raise ValueError(f"{include} and {block} are mutually exclusive (as in OnnxFloatToFloat16); give one of them")
+    for name in ("target_cosine", "target_min_cosine"):
+        value = values.get(name)
+        if value is not None and not (isinstance(value, (int, float)) and 0 < value <= 1):
+            raise ValueError(f"{name} must be a cosine above 0 and at most 1, not {value!r}")
+    if values.get("target_cosine") is None and values.get("target_min_cosine") is not None:
+        raise ValueError("target_min_cosine needs target_cosine (the mean cosine to meet)")
+    if values.get("target_cosine") is not None and values.get("node_include_list") is not None:
+        raise ValueError("target_cosine keeps the nodes it finds FP32 through node_block_list, which node_include_list "
+                         "excludes; give node_block_list instead")
     return values
 
 

@@ -9,7 +9,8 @@ from olive.model import ONNXModelHandler
 from olive.passes.olive_pass import create_pass_from_dict
 
 from helpers import embedding_mlp, run, save
-from olive_bf16_pass.olive.attributes import conversion_record, source_model_path
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.olive.attributes import conversion_record, read_metadata, source_model_path
 from olive_bf16_pass.olive.passes import OnnxFloatToBFloat16
 
 IDS = np.array([[3, 1, 4, 1]], np.int64)
@@ -272,3 +273,94 @@ def test_any_failure_of_the_converter_stops_olive_with_one_line(tmp_path, monkey
     monkeypatch.setattr(passes, "convert_file", fail)
     with pytest.raises(ValueError, match=f"OnnxFloatToBFloat16: unexpected {type(error).__name__}.*nothing was written"):
         _run_pass(tmp_path, {})
+
+
+# ----------------------------------------------------------------------------- target_cosine
+
+def _named_encoder(tmp_path, tokenizer_dir):
+    """The tiny text encoder over MiniLM's vocabulary, its nodes named as exporters name them."""
+    from helpers import text_encoder, vocab_size
+
+    model = text_encoder(vocab_size(tokenizer_dir))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"/encoder/{node.op_type.lower()}_{i}"
+    return save(model, tmp_path / "model.onnx")
+
+
+def _emulated_fidelity(src, tokenizer_dir, keep=()):
+    """(mean, min) cosine of emulated BF16 compute with ``keep`` FP32, on the shipped corpus as the pass measures."""
+    from olive_bf16_pass.emulation import EmulationOptions, emulate_file
+    from olive_bf16_pass.sensitivity import Fidelity, run_all, session_for, text_feeds
+
+    feeds = text_feeds(src, str(tokenizer_dir), None, 32, 32, 64)
+    emulate_file(src, src.parent / "emulated.onnx", EmulationOptions(keep_nodes=list(keep)))
+    fidelity = Fidelity(run_all(session_for(src), feeds, None), feeds)
+    return fidelity(run_all(session_for(src.parent / "emulated.onnx", exact=True), feeds, None))
+
+
+@pytest.mark.slow
+def test_olive_run_with_target_cosine_keeps_the_nodes_found_fp32_and_meets_the_target(tmp_path, tokenizer_dir):
+    import json
+    import logging
+
+    from olive.workflows import run as olive_run
+
+    src = _named_encoder(tmp_path, tokenizer_dir)
+    emulated = _emulated_fidelity(src, tokenizer_dir)
+    target = [e + 0.5 * (1 - e) for e in emulated]  # half of what BF16 compute loses, regained
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("olive").addHandler(handler)
+    try:
+        olive_run({
+            "input_model": {"type": "ONNXModel", "model_path": str(src)},
+            "passes": {"bf16": {"type": "OnnxFloatToBFloat16", "min_elements": 16, "target_cosine": target[0],
+                                "target_min_cosine": target[1], "tokenizer": str(tokenizer_dir),
+                                "node_block_list": ["/encoder/add_4"]}},
+            "output_dir": str(tmp_path / "out"),
+            "cache_dir": str(tmp_path / "cache"),
+        })
+    finally:
+        logging.getLogger("olive").removeHandler(handler)
+    out = tmp_path / "out" / "model.onnx"
+    record = json.loads(read_metadata(out)["olive_bf16_pass"])
+    found = record["target_search"]
+    assert found["met"] and found["nodes"] and "/encoder/add_4" not in found["nodes"], found
+    assert found["target_mean"] == target[0] and found["target_min"] == target[1]
+    report = json.loads((tmp_path / "out" / "model.bf16_report.json").read_text())
+    assert report["target_search"] == found
+    assert report["options"]["node_block_list"] == ["/encoder/add_4", *found["nodes"]]  # the user's, then found
+    blocked = {"/encoder/add_4", *found["nodes"]}
+    weights = {t.name for t in onnx.load(str(src)).graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    read_by_blocked = {i for n in onnx.load(str(src)).graph.node if n.name in blocked for i in n.input} & weights
+    assert read_by_blocked - {"bias"}  # a node found reads a weight
+    dtypes = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
+    for name in weights:  # the weights of blocked nodes stay FP32, the others are BF16
+        assert (name in read_by_blocked) == (dtypes.get(name) == onnx.TensorProto.FLOAT), name
+        assert (name in read_by_blocked) != (dtypes.get(name + "_bf16") == onnx.TensorProto.BFLOAT16), name
+    mean, low = _emulated_fidelity(src, tokenizer_dir, ["/encoder/add_4", *found["nodes"]])
+    assert mean >= target[0] and low >= target[1]  # the target holds, measured again
+    assert (mean, low) == tuple(found["verified"])
+    assert any("kept in FP32: " + ", ".join(found["nodes"]) in r.getMessage() for r in records)
+
+
+def test_an_unreachable_target_stops_the_pass_with_one_line(tmp_path, tokenizer_dir):
+    src = _named_encoder(tmp_path, tokenizer_dir)
+    p = create_pass_from_dict(OnnxFloatToBFloat16, {"target_cosine": 1.0, "tokenizer": str(tokenizer_dir)},
+                              disable_search=True)
+    with pytest.raises(ConversionError, match="OnnxFloatToBFloat16: the fidelity target cannot be met") as info:
+        p.run(ONNXModelHandler(model_path=str(src)), str(tmp_path / "out"))
+    assert "NOT met" in str(info.value) and "\n" not in str(info.value)
+    assert not list(tmp_path.glob("out*/**/*.onnx"))  # stopped before writing
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"target_cosine": 1.5}, "target_cosine must be a cosine above 0 and at most 1"),
+    ({"target_min_cosine": 0.99}, "target_min_cosine needs target_cosine"),
+    ({"target_cosine": 0.999, "node_include_list": ["a"]}, "target_cosine keeps the nodes it finds FP32"),
+    ({"target_cosine": 0.999, "pooling": "max"}, "Input should be 'mean', 'cls' or 'none'"),
+])
+def test_target_parameters_are_checked_when_the_config_is_parsed(config, message):
+    with pytest.raises(ValueError, match=message):
+        create_pass_from_dict(OnnxFloatToBFloat16, config, disable_search=True)
