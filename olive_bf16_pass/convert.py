@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import os
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from olive_bf16_pass.gc_pause import gc_paused
 from olive_bf16_pass.io.destination import Destination
 from olive_bf16_pass.io.source import read_model
 from olive_bf16_pass.io.streamer import Conversion, Progress, Streamer
-from olive_bf16_pass.io.writer import DEFAULT_SIZE_THRESHOLD, ExternalDataSpec, write_model
+from olive_bf16_pass.io.writer import DEFAULT_SIZE_THRESHOLD, ExternalDataSpec, stage_model
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.report import Report
 
@@ -84,21 +86,19 @@ def convert_file(
     conversions = {id(c.definition.tensor): Conversion(c.definition.tensor, c.stats) for c in converted if c.on_disk}
     streamer = Streamer(source.where, options.rounding, options.saturate)
     streamer.progress = progress
-    written = write_model(
-        plan.skeleton,
-        destination,
-        streamer,
-        conversions,
-        ExternalDataSpec(size_threshold, convert_attribute) if save_as_external_data else None,
-        check=lambda tmp: guards.check_output(tmp, lambda: read_model(src).model),  # the input's own fault, when kept
-    )
-    return Report.build(  # the streamed tensors' figures are final now
-        plan,
-        converted,
-        source=str(src),
-        destination=[str(p) for p in written.files],
-        file_bytes_before=bytes_before,
-        file_bytes_after=sum(p.stat().st_size for p in written.files),
-        input_fails_checker=written.checked,
-        seconds=time.perf_counter() - started,
-    )
+    spec = ExternalDataSpec(size_threshold, convert_attribute) if save_as_external_data else None
+    with stage_model(plan.skeleton, destination, streamer, conversions, spec) as staged:
+        report = Report.build(  # the streamed tensors' figures are final now
+            plan,
+            converted,
+            source=str(src),
+            destination=[str(p) for p in staged.files],
+            file_bytes_before=bytes_before,
+            file_bytes_after=staged.nbytes,
+        )
+        # the checker's memory grows with the graph: the skeleton's goes first
+        del source, plan, converted, conversions, streamer
+        gc.collect()  # the walk's objects hold cycles, and collection is paused during a conversion
+        fault = guards.check_output(staged.model, lambda: read_model(src).model)  # the input's own, when kept
+        staged.place()
+    return dataclasses.replace(report, input_fails_checker=fault, seconds=time.perf_counter() - started)

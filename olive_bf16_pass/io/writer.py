@@ -25,7 +25,7 @@ from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.streamer import SMALL_BYTES, Conversion, Output, Streamer
 from olive_bf16_pass.traversal import Skeleton, iter_tensors
 
-__all__ = ["DEFAULT_SIZE_THRESHOLD", "PROTOBUF_LIMIT", "ExternalDataSpec", "Written", "write_model"]
+__all__ = ["DEFAULT_SIZE_THRESHOLD", "PROTOBUF_LIMIT", "ExternalDataSpec", "Staged", "Written", "stage_model", "write_model"]
 
 Checked = TypeVar("Checked")
 
@@ -57,6 +57,40 @@ class Written(Generic[Checked]):
     checked: Checked | None  # what ``check`` returned
 
 
+@dataclass
+class Staged:
+    """The output's temporaries, complete and not yet checked: ``place`` renames them into place.
+
+    Used as a context manager, any failure inside (a refused check, Ctrl-C) removes them, so a
+    caller can drop the model it wrote from, and so its memory, before the checker runs."""
+
+    temps: list[tuple[Path, Path]]  # (temporary, final), model last
+    destination: Destination
+
+    @property
+    def model(self) -> Path:
+        """The temporary .onnx, to be checked before it is placed."""
+        return self.temps[-1][0]
+
+    @property
+    def files(self) -> list[Path]:
+        return [final for _, final in self.temps]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(tmp.stat().st_size for tmp, _ in self.temps)
+
+    def place(self) -> None:
+        self.destination.put_in_place(self.temps)
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is not None:
+            _remove([tmp for tmp, _ in self.temps])
+
+
 def write_model(
     skeleton: Skeleton,
     destination: Destination,
@@ -67,9 +101,24 @@ def write_model(
 ) -> Written[Checked]:
     """Write the skeleton's model to ``destination`` atomically; return the files written and ``check``'s answer.
 
+    ``check`` gets the written temporary .onnx before anything is renamed into place."""
+    with stage_model(skeleton, destination, streamer, conversions, external) as staged:
+        checked = check(staged.model) if check is not None else None
+        staged.place()
+    return Written(staged.files, checked)
+
+
+def stage_model(
+    skeleton: Skeleton,
+    destination: Destination,
+    streamer: Streamer,
+    conversions: dict[int, Conversion],
+    external: ExternalDataSpec | None,
+) -> Staged:
+    """Write the skeleton's model into temporaries beside ``destination``; nothing is in place yet.
+
     ``conversions`` (keyed by ``id`` of the tensor message) names the tensors still on disk that
-    become BF16 on the way; every other external tensor is copied as it is. ``check`` gets the
-    written temporary .onnx before anything is renamed into place.
+    become BF16 on the way; every other external tensor is copied as it is.
     """
     model, all_scopes = skeleton.model, skeleton.scopes
     dst = destination.model
@@ -94,20 +143,23 @@ def write_model(
                 external = ExternalDataSpec()
             else:
                 temps.append((_write_pieces(pieces, destination, streamer, created), dst))
+            del pieces
         if external is not None:
             temps.extend(_write_with_external_data(skeleton, destination, external, streamer, conversions, created))
         streamer.close()  # an in-place write replaces the very file it read from
-        checked = check(next(tmp for tmp, final in temps if final == dst)) if check is not None else None
-        destination.put_in_place(temps)
-        return Written([final for _, final in temps], checked)
+        return Staged(temps, destination)
     except BaseException:
         streamer.close()
-        for tmp in created:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError as exc:  # Windows: still open elsewhere; say so rather than hide the real error
-                logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
+        _remove(created)
         raise
+
+
+def _remove(temporaries: list[Path]) -> None:
+    for tmp in temporaries:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # Windows: still open elsewhere; say so rather than hide the real error
+            logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
 
 
 def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, created: list[Path]) -> Path:
