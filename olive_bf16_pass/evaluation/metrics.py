@@ -104,10 +104,10 @@ def miscompile_misses(results: Mapping[str, float], factor: float) -> list[str]:
         return "?" if value is None else f"{value:.6f}"
 
     return [
-        f"{MISCOMPILE_RATIO} = {ratio:.3g}, required <= {float(factor):g} (miscompile_factor): a likely miscompile."
+        f"{MISCOMPILE_RATIO} = {ratio:.4g}, required <= {float(factor):g} (miscompile_factor): a likely miscompile."
         f" {what} against FP32: device {fig(None)}, BF16 weights only (CPU) {fig('weight_only')}, emulated BF16"
         f" compute (CPU) {fig('emulated')}; device against the emulation {fig('device_vs_emulated')}. The device is"
-        f" {ratio:.3g}x further from the emulation than the emulation is from FP32; a sound BF16 device stays"
+        f" {ratio:.4g}x further from the emulation than the emulation is from FP32; a sound BF16 device stays"
         " within about 10x (RyzenAI-SW #390 reports compiled BF16 models returning wrong numbers): compare its"
         " output layer by layer and report it with the model"
     ]

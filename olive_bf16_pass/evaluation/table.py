@@ -39,8 +39,7 @@ def side_by_side(results: dict[str, float], provider: str) -> str:
     # the reference runs wholly on the CPU EP by construction; it has no NPU subgraphs
     rows += [(name, 1.0 if name.endswith("share") else "-", results[name], *blank, "")
              for name in ("placement-ep_op_share", "placement-npu_subgraphs") if name in results]
-    labels = dict(VARIANT_LABELS, device_vs_emulated=f"{provider} vs emulated")
-    head = ("", f"FP32 ({REFERENCE_PROVIDER})", f"BF16 ({provider})", *(labels[v] for v in variants), "ratio")
+    head = ("", f"FP32 ({REFERENCE_PROVIDER})", f"BF16 ({provider})", *(VARIANT_LABELS[v] for v in variants), "ratio")
     widths = [max(len(r[i]) if isinstance(r[i], str) else 12 for r in (head, *rows)) for i in range(len(head))]
     widths[1:-1] = [max(w, 14) for w in widths[1:-1]]
 
@@ -53,4 +52,4 @@ def side_by_side(results: dict[str, float], provider: str) -> str:
 
 
 def _cell(value) -> str:
-    return value if isinstance(value, str) else f"{value:.6g}"
+    return value if isinstance(value, str) else f"{value:.7g}"  # 7 digits: 0.9999999 is not 1
