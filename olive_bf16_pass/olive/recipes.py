@@ -174,8 +174,9 @@ def write_recipe(name: str, destination: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- prefixed corpora
-# The fidelity evaluators take a ``corpus`` (a path, or 'module:function' returning one) but no
-# text prefix; a model whose card asks for one (e5: "query: ") names a function below instead.
+# Kept for workflows written before the fidelity evaluators had ``query_prefix`` / ``passage_prefix``
+# (which the catalog's recipes use now, and which score queries against passages where they differ):
+# a corpus whose every text carries one prefix, for ``"corpus": "module:function"``.
 
 
 def prefixed_corpus(prefix: str, source: str | Path | None = None) -> str:
