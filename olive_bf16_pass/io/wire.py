@@ -71,7 +71,18 @@ class TooDeep(Exception):
 
 
 def _entry(key: str, value: str) -> bytes:
-    body = len_field(_KEY, len(key)) + key.encode() + len_field(_VALUE, len(value.encode())) + value.encode()
+    body = len_field(_KEY, len(key.encode())) + key.encode() + len_field(_VALUE, len(value.encode())) + value.encode()
+    return len_field(EXTERNAL_DATA, len(body)) + body
+
+
+_OFFSET_KEY, _LENGTH_KEY = (len_field(_KEY, len(k)) + k for k in (b"offset", b"length"))
+_VALUE_TAG = _VALUE << 3 | _LEN  # one byte, as is every length below: a number's digits are fewer than 128
+
+
+def _number_entry(key: bytes, value: int) -> bytes:
+    """``_entry`` for an ASCII key and a number, without the varint calls (the hot path of lifting)."""
+    digits = str(value).encode()
+    body = key + bytes((_VALUE_TAG, len(digits))) + digits
     return len_field(EXTERNAL_DATA, len(body)) + body
 
 
@@ -86,6 +97,8 @@ class SkeletonScanner:
     def __init__(self, buf, limit: int, location: str = LIFTED):
         self.buf, self.location, self.limit = buf, location, limit
         self.spans: list[tuple[int, int]] = []
+        # what every lifted tensor gains first: data_location EXTERNAL and the location entry
+        self._lifted = varint(DATA_LOCATION << 3) + varint(_EXTERNAL) + _entry("location", location)
 
     def scan(self) -> bytes:
         parts = self._message("model", 0, len(self.buf), 1)
@@ -169,9 +182,7 @@ class SkeletonScanner:
         if field != RAW_DATA and data_type not in _RAW_LIKE.get(field, ()):
             return None
         self.spans.append((offset, length))
-        kept.append(varint(DATA_LOCATION << 3) + varint(_EXTERNAL))
-        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
-            kept.append(_entry(key, value))
+        kept += (self._lifted, _number_entry(_OFFSET_KEY, offset), _number_entry(_LENGTH_KEY, length))
         return kept
 
 
