@@ -26,7 +26,7 @@ def inspect_model(path: str | Path, options: ConversionOptions | None = None) ->
     info = {"path": str(path), **_holdings(source), **_verdict(plan)}
     from olive_bf16_pass.vitisai.readiness import check_source  # the same verdict as olive-bf16 check's
 
-    info["vitisai"] = check_source(source, plan.options, None, str(path)).to_dict()
+    info["vitisai"] = check_source(source, plan.options, None, str(path), plan).to_dict()
     info["text"] = _text(info, plan)
     return info
 

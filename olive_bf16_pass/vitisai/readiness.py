@@ -103,8 +103,10 @@ def check_model(path: str | Path, options: ConversionOptions | None = None,
 
 
 def check_source(source: SourceModel, options: ConversionOptions,
-                 detect_npu: Callable[[], str | None] | None = None, name: str | None = None) -> Verdict:
-    plan = make_plan(source.skeleton, options)
+                 detect_npu: Callable[[], str | None] | None = None, name: str | None = None,
+                 plan: Plan | None = None) -> Verdict:
+    """The verdict on ``source``; ``plan``: its plan with ``options``, when the caller has made it already."""
+    plan = make_plan(source.skeleton, options) if plan is None else plan
     verdict = Verdict(name or str(source.path))
     block, warn = verdict.blockers.append, verdict.warnings.append
     for line in plan.refusals:
