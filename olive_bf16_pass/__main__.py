@@ -1,5 +1,5 @@
 import sys
 
-from olive_bf16_pass.cli import main
+from olive_bf16_pass.entry import main
 
 sys.exit(main())

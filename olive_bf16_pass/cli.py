@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from olive_bf16_pass import __version__
+from olive_bf16_pass.errors import INTERRUPTED, TERMINATED
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Terminated", "main"]
 
@@ -275,10 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # also during start-up: parsing, imports
         if "--debug" in (sys.argv if argv is None else argv):
             raise
-        print("olive-bf16: interrupted; nothing was written", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Terminated:
-        print("olive-bf16: terminated; nothing was written", file=sys.stderr)
+        print(TERMINATED, file=sys.stderr)
         return 143
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["ConversionError", "one_line", "os_error_line"]
+__all__ = ["INTERRUPTED", "TERMINATED", "ConversionError", "one_line", "os_error_line"]
+
+# what a command prints when Ctrl-C (Ctrl-Break) or SIGTERM stops it, whenever that comes
+INTERRUPTED = "olive-bf16: interrupted; nothing was written"
+TERMINATED = "olive-bf16: terminated; nothing was written"
 
 
 class ConversionError(ValueError):

@@ -273,3 +273,51 @@ def test_sigterm_mid_write_removes_the_temporaries(big, tmp_path):
     assert proc.returncode == 143, err.decode()
     assert err.decode().strip() == "olive-bf16: terminated; nothing was written"
     assert temp_leftovers(tmp_path) == [] and not dst.exists() and sha256(big) == before
+
+
+class _ImportSignal:
+    """A meta path finder that stops the import of olive_bf16_pass.cli as a signal would."""
+
+    def __init__(self, act):
+        self.act = act
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname == "olive_bf16_pass.cli":
+            self.act()
+        return None
+
+
+@pytest.mark.parametrize("how", ["sigint", "sigterm"])
+def test_a_signal_while_the_command_line_is_still_imported_is_one_line(monkeypatch, capsys, how):
+    """The entry point holds Ctrl-C and SIGTERM before it imports anything else: a signal during the
+    imports (argparse, logging, then onnx) ends the run with one line and 130 / 143, no traceback."""
+    from olive_bf16_pass import entry
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    def terminate():
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to our handler before the next bytecode
+
+    monkeypatch.delitem(sys.modules, "olive_bf16_pass.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_ImportSignal(interrupt if how == "sigint" else terminate), *sys.meta_path])
+    before = signal.getsignal(signal.SIGTERM)
+    if how == "sigint":
+        assert entry.main(["inspect", "m.onnx"]) == 130
+    else:
+        with pytest.raises(SystemExit) as exited:
+            entry.main(["inspect", "m.onnx"])
+        assert exited.value.code == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "olive-bf16: interrupted; nothing was written" if how == "sigint" else "olive-bf16: terminated; nothing was written"
+    ]
+    assert signal.getsignal(signal.SIGTERM) is before  # the process's handler is put back
+
+
+def test_the_commands_start_at_the_entry_point():
+    """``olive-bf16`` and ``python -m olive_bf16_pass`` both run entry.main, which imports nothing heavy."""
+    assert 'olive-bf16 = "olive_bf16_pass.entry:main"' in (REPO / "pyproject.toml").read_text()
+    assert "from olive_bf16_pass.entry import main" in (REPO / "olive_bf16_pass" / "__main__.py").read_text()
+    code = "import sys, olive_bf16_pass.entry; print(sorted(m for m in ('argparse', 'logging', 'onnx', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
