@@ -73,7 +73,8 @@ def make_plan(skeleton: Skeleton, options: ConversionOptions) -> Plan:
     found = definitions(all_scopes)
     chosen, kept = selection.select(skeleton.model, all_scopes, found, options)
     kinds = {k.kind for k in kept}
-    if not chosen and KeepKind.ALREADY_BF16 not in kinds and any(
+    no_fp32 = not any(d.tensor.data_type == onnx.TensorProto.FLOAT for d in found)  # kept ones (too small) count
+    if no_fp32 and KeepKind.ALREADY_BF16 not in kinds and any(
         k.kind is KeepKind.OTHER_DTYPE and k.definition.tensor.data_type == onnx.TensorProto.FLOAT16 for k in kept
     ):  # an all-BF16 model converts to itself; all-FP16 is not where BF16 starts
         refusals.append(

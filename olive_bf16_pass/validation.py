@@ -12,8 +12,8 @@ from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 
 __all__ = [
-    "TYPED_FIELDS", "check_inline_data", "check_names", "check_single_definitions", "check_sparse_inline", "describe",
-    "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
+    "TYPED_FIELDS", "check_inline_data", "check_names", "check_single_definitions", "check_sparse_inline",
+    "count_problem", "describe", "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
 ]
 
 _NOT_UTF8 = (
@@ -142,20 +142,27 @@ def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
     if tensor.HasField("raw_data"):
         return size_problem(tensor, "raw_data", len(tensor.raw_data))
     if len(held) == 1:
-        name, count = held[0]
-        allowed = {elements(tensor) * (2 if tensor.data_type in _COMPLEX else 1)}
-        if expected < elements(tensor):  # 2- and 4-bit types: one packed byte per int32_data entry
-            allowed.add(expected)
-        if count not in allowed:
-            return (
-                f"its {name} holds {count} values, but shape {list(tensor.dims)} of "
-                f"{data_type_name(tensor.data_type)} needs {min(allowed)}; {_CORRUPT}"
-            )
-        return None
+        return count_problem(tensor, *held[0])
     if not held and expected:
         return (
             f"it holds no data, but shape {list(tensor.dims)} of {data_type_name(tensor.data_type)} "
             f"needs {expected} bytes; {_CORRUPT}"
+        )
+    return None
+
+
+def count_problem(tensor: onnx.TensorProto, field_name: str, count: int) -> str | None:
+    """Why a typed field holding ``count`` values does not fit the tensor's shape and type, or None."""
+    expected = expected_nbytes(tensor)
+    if expected is None:
+        return None
+    allowed = {elements(tensor) * (2 if tensor.data_type in _COMPLEX else 1)}
+    if expected < elements(tensor):  # 2- and 4-bit types: one packed byte per int32_data entry
+        allowed.add(expected)
+    if count not in allowed:
+        return (
+            f"its {field_name} holds {count} values, but shape {list(tensor.dims)} of "
+            f"{data_type_name(tensor.data_type)} needs {min(allowed)}; {_CORRUPT}"
         )
     return None
 

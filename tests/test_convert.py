@@ -175,3 +175,18 @@ def test_a_model_mixing_fp32_and_fp16_weights_converts_twice_as_once(tmp_path):
             [tensor("H", h)],
         )
         convert_file(save(fp16_only, tmp_path / "h.onnx"), tmp_path / "h_out.onnx", ConversionOptions(min_elements=16))
+
+
+def test_fp16_weights_beside_fp32_ones_too_small_to_convert_are_not_called_fp16_only(tmp_path):
+    """The FP16-only refusal looks at every FP32 weight, kept ones too: a model whose FP32 weights are all
+    under min_elements has FP32 weights, and is converted (to itself), not told that it has none."""
+    h = (rand((64, 64), 4) * 0.1).astype(np.float16)
+    model = make_model(
+        [helper.make_node("Cast", ["H"], ["H32"], to=TensorProto.FLOAT), helper.make_node("MatMul", ["x", "H32"], ["a"]),
+         helper.make_node("Add", ["a", "b"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [tensor("H", h), tensor("b", rand((64,), 5))],
+    )
+    report = convert_file(save(model, tmp_path / "m.onnx"), tmp_path / "out.onnx", ConversionOptions(min_elements=1024))
+    assert report.converted == [] and {r.name for r in report.skipped} == {"H", "b"}

@@ -1,7 +1,8 @@
 """The contract on every encoding a model file can use, owned by a property-based fuzzer (issue 21).
 
 ``hostile_models`` draws a small model (x -> Gemm(W, b) -> Relu -> y) and then the ways a file can
-hold it: each weight in ``raw_data``, ``float_data``, both at once, or external data; stray tensors
+hold it: each weight in ``raw_data``, ``float_data``, both at once, or external data; integer tensors
+in ``raw_data`` or in their packed varint fields (``int64_data``, ``int32_data``); stray tensors
 and graphs in attribute fields their type does not use; sparse Constants, inline or with external
 data; If nesting, shallow or deeper than protobuf reads; a name defined twice; an odd file name.
 For every example and option set, through the command:
@@ -43,15 +44,36 @@ SPARSE = ("none", "inline", "external")
 NAMES = ("m.onnx", "with space.onnx", "ünïcode.onnx", b"not-utf8-\xff.onnx")
 
 
+INTS = 300  # integers summed into outputs z64 / z32: negative ones take 10 varint bytes, so both are lifted
+
+
 def _clean(seed: int) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((N, N)).astype(np.float32), "W")
     b = numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "b")
+    k64 = numpy_helper.from_array(rng.integers(-(2**40), 2**40, INTS).astype(np.int64), "k64")
+    k32 = numpy_helper.from_array(rng.integers(-1000, 1000, INTS).astype(np.int32), "k32")
     nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="gemm", alpha=1.0),
-             helper.make_node("Relu", ["h"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, N])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N])], [w, b])
+             helper.make_node("Relu", ["h"], ["y"], name="relu"),
+             helper.make_node("ReduceSum", ["k64"], ["z64"], name="sum64", keepdims=0),
+             helper.make_node("ReduceSum", ["k32"], ["z32"], name="sum32", keepdims=0)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N]),
+               helper.make_tensor_value_info("z64", TensorProto.INT64, []),
+               helper.make_tensor_value_info("z32", TensorProto.INT32, [])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, N])], outputs,
+                              [w, b, k64, k32])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def _encode_ints(model: onnx.ModelProto, encoding: str) -> None:
+    """``typed``: the integers in their packed varint fields (int64_data, int32_data), as make_tensor writes them."""
+    if encoding != "typed":
+        return
+    for tensor in model.graph.initializer:
+        if tensor.data_type in (TensorProto.INT64, TensorProto.INT32):
+            values = numpy_helper.to_array(tensor).ravel().tolist()
+            tensor.ClearField("raw_data")
+            (tensor.int64_data if tensor.data_type == TensorProto.INT64 else tensor.int32_data).extend(values)
 
 
 def _encode(tensor: onnx.TensorProto, encoding: str) -> None:
@@ -81,6 +103,7 @@ def hostile_models(draw):
         "seed": draw(st.integers(0, 3)),
         "W": draw(st.sampled_from(ENCODINGS)),
         "b": draw(st.sampled_from(("raw", "float_data"))),
+        "ints": draw(st.sampled_from(("raw", "typed"))),
         "stray": draw(st.sampled_from(STRAYS)),
         "sparse": draw(st.sampled_from(SPARSE)),
         "depth": draw(st.sampled_from((0, 0, 1, 3))),
@@ -101,6 +124,7 @@ def _build(case: dict, folder: Path) -> tuple[Path, Path]:
     weights = {t.name: t for t in model.graph.initializer}
     _encode(weights["W"], case["W"])
     _encode(weights["b"], case["b"])
+    _encode_ints(model, case.get("ints", "raw"))
     stray = numpy_helper.from_array(np.full((N, N), 7.0, np.float32), "stray")
     if case["stray"] != "none":
         attr = next(a for a in model.graph.node[0].attribute if a.name == "alpha")  # FLOAT: it reads only f
@@ -163,7 +187,9 @@ def check_contract(case: dict) -> None:
         written = {p.name for p in out.iterdir()}
         assert _references(dst) <= written - {dst.name}, (_references(dst), written)
         feeds = {**X, "cond": np.array(True)} if case["depth"] else X
-        np.testing.assert_allclose(run_session(dst, feeds)[0], run_session(clean, feeds)[0], rtol=0.02, atol=0.08)
+        got, want = run_session(dst, feeds), run_session(clean, feeds)
+        np.testing.assert_allclose(got[0], want[0], rtol=0.02, atol=0.08)
+        assert [a.tolist() for a in got[1:]] == [a.tolist() for a in want[1:]], "an integer tensor changed"
 
 
 # the failures found so far, each the smallest case that showed it (run first, every time)
@@ -176,6 +202,8 @@ SEEDS = [
          name=b"not-utf8-\xff.onnx", flags=["--external-data"]),
     dict(seed=1, W="external", b="raw", stray="g", sparse="inline", depth=3, duplicate=False, name="m.onnx",
          flags=["--storage", "float32"]),
+    dict(seed=2, W="raw", b="float_data", ints="typed", stray="none", sparse="none", depth=1, duplicate=False,
+         name="m.onnx", flags=["--external-data"]),
 ]
 
 
@@ -197,3 +225,4 @@ def test_the_seeds_cover_every_class():
     assert {s["stray"] for s in SEEDS} > {"none"} and {s["sparse"] for s in SEEDS} >= {"external", "inline"}
     assert {s["W"] for s in SEEDS} >= {"both", "float_data", "external"} and any(s["duplicate"] for s in SEEDS)
     assert any(isinstance(s["name"], bytes) for s in SEEDS) and any(s["depth"] for s in SEEDS)
+    assert any(s.get("ints") == "typed" for s in SEEDS)

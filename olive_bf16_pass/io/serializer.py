@@ -12,11 +12,11 @@ import onnx
 from google.protobuf import unknown_fields
 
 from olive_bf16_pass.io.streamer import Conversion, Streamer
-from olive_bf16_pass.io.wire import RAW_DATA
+from olive_bf16_pass.io.wire import FIELD_KEY, RAW_DATA, VARINT_FIELDS
 from olive_bf16_pass.protowire import len_field
 from olive_bf16_pass.traversal import iter_tensors, scopes
 
-__all__ = ["clear_external", "pieces"]
+__all__ = ["clear_external", "pieces", "verbatim_field"]
 
 # message type -> its fields that may hold tensors still on disk; the rest serialize as they are
 def _fields(kind, *names):
@@ -113,15 +113,16 @@ class _Serializer:
         if type(message) is onnx.TensorProto and id(message) in self.streamed:
             conversion = self.conversions.get(id(message))
             nbytes = self.streamer.out_nbytes(message, conversion)
-            data = (len_field(RAW_DATA, nbytes), (message, conversion, nbytes))
+            field = verbatim_field(message) or RAW_DATA  # a packed varint field goes back where it came from
+            data = (len_field(field, nbytes), (message, conversion, nbytes))
             header = onnx.TensorProto()
             header.CopyFrom(message)
             clear_external(header)
-            if not _after_raw_data(header):  # the usual tensor: every field it has comes before raw_data
+            if field == RAW_DATA and not _after_raw_data(header):  # the usual tensor: its fields come before raw_data
                 head = header.SerializeToString() + data[0]
                 out.extend((head, data[1]))
                 return len(head) + nbytes
-            return _in_order(header, out, {RAW_DATA: lambda parts: (parts.extend(data), len(data[0]) + nbytes)[1]})
+            return _in_order(header, out, {field: lambda parts: (parts.extend(data), len(data[0]) + nbytes)[1]})
         fields = self.hot_fields.get(id(message))
         if not fields:
             data = message.SerializeToString()
@@ -220,6 +221,17 @@ def _is_repeated(descriptor) -> bool:
     if repeated is None:  # protobuf before 5.x
         repeated = descriptor.label == descriptor.LABEL_REPEATED
     return repeated
+
+
+_FIELD_NUMBERS = {name: number for number, name in VARINT_FIELDS.items()}
+
+
+def verbatim_field(tensor: onnx.TensorProto) -> int | None:
+    """The number of the packed varint field a lifted tensor's bytes belong to, or None (raw bytes)."""
+    for entry in tensor.external_data:
+        if entry.key == FIELD_KEY:
+            return _FIELD_NUMBERS[entry.value]
+    return None
 
 
 def clear_external(tensor: onnx.TensorProto) -> None:

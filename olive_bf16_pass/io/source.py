@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
-from olive_bf16_pass.io.wire import LIFTED, PROTOBUF_DEPTH, SkeletonScanner, TooDeep, nesting_depth
+from olive_bf16_pass.io.wire import FIELD_KEY, LIFTED, PROTOBUF_DEPTH, SkeletonScanner, TooDeep, nesting_depth
 from olive_bf16_pass.protowire import Truncated
 from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors, settle_attributes
 
@@ -150,7 +150,9 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         reference = _reference(tensor)  # each tensor is checked against its own shape, tied ones too
         span = _span(reference)
         if span in lifted and reference[0] == LIFTED:
-            problem = validation.size_problem(tensor, "raw_data", span[1])
+            field = external_info(tensor).get(FIELD_KEY)  # a packed varint field, carried as it is
+            problem = (validation.size_problem(tensor, "raw_data", span[1]) if field is None
+                       else validation.count_problem(tensor, field, scanner.values[span]))
             if problem:
                 raise ConversionError(f"{path}: {validation.describe(skeleton.scopes, tensor)}: {problem}")
             locations[reference] = (resolved, *span)

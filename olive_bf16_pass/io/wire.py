@@ -9,13 +9,14 @@ functions.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from olive_bf16_pass.protowire import LEN as _LEN
 from olive_bf16_pass.protowire import Truncated, fields, len_field, read_varint, varint
 
-__all__ = ["DATA_LOCATION", "EXTERNAL_DATA", "LIFTED", "PROTOBUF_DEPTH", "RAW_DATA", "SkeletonScanner", "TooDeep",
-           "nesting_depth"]
+__all__ = ["DATA_LOCATION", "EXTERNAL_DATA", "FIELD_KEY", "LIFTED", "PROTOBUF_DEPTH", "RAW_DATA", "VARINT_FIELDS",
+           "SkeletonScanner", "TooDeep", "nesting_depth"]
 
 _EXTERNAL = onnx.TensorProto.EXTERNAL
 
@@ -39,6 +40,10 @@ _RAW_LIKE = {
     _FLOAT_DATA: (onnx.TensorProto.FLOAT, onnx.TensorProto.COMPLEX64),
     _DOUBLE_DATA: (onnx.TensorProto.DOUBLE, onnx.TensorProto.COMPLEX128),
 }
+# packed varint fields: lifted too, and carried verbatim, in the same field (nothing converts them)
+VARINT_FIELDS = {_number(onnx.TensorProto, name): name for name in ("int32_data", "int64_data", "uint64_data")}
+# the external_data key that names such a field, on a lifted tensor of the skeleton only (cleared when written)
+FIELD_KEY = "olive_bf16_pass.field"
 
 # message kind -> {field number: kind of the message it holds}; fields not listed are copied as they are
 _CONTAINERS = {
@@ -97,6 +102,7 @@ class SkeletonScanner:
     def __init__(self, buf, limit: int, location: str = LIFTED):
         self.buf, self.location, self.limit = buf, location, limit
         self.spans: list[tuple[int, int]] = []
+        self.values: dict[tuple[int, int], int] = {}  # span of a lifted varint field -> how many values it holds
         # what every lifted tensor gains first: data_location EXTERNAL and the location entry
         self._lifted = varint(DATA_LOCATION << 3) + varint(_EXTERNAL) + _entry("location", location)
 
@@ -179,11 +185,27 @@ class SkeletonScanner:
         if len(data) != 1 or data[0][1] < 0 or data[0][2] < self.limit:
             return None
         field, offset, length = data[0]
-        if field != RAW_DATA and data_type not in _RAW_LIKE.get(field, ()):
+        verbatim = VARINT_FIELDS.get(field)
+        if field != RAW_DATA and data_type not in _RAW_LIKE.get(field, ()) and verbatim is None:
             return None
+        if verbatim is not None:
+            values = _varints(self.buf, offset, length)
+            if values is None:
+                return None  # malformed: left in memory, where the validation names it
+            self.values[(offset, length)] = values
         self.spans.append((offset, length))
         kept += (self._lifted, _number_entry(_OFFSET_KEY, offset), _number_entry(_LENGTH_KEY, length))
+        if verbatim is not None:
+            kept.append(_entry(FIELD_KEY, verbatim))
         return kept
+
+
+def _varints(buf, offset: int, length: int) -> int | None:
+    """How many varints ``length`` bytes hold (bytes that end one), or None when the last one is cut."""
+    view = np.frombuffer(buf, dtype=np.uint8, count=length, offset=offset)
+    if view[-1] >= 0x80:
+        return None
+    return int(np.count_nonzero(view < 0x80))
 
 
 def nesting_depth(buf) -> int:

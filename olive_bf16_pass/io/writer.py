@@ -21,7 +21,7 @@ from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.destination import Destination, default_data_name
 from olive_bf16_pass.io.source import location_parts
-from olive_bf16_pass.io.serializer import clear_external
+from olive_bf16_pass.io.serializer import clear_external, verbatim_field
 from olive_bf16_pass.io.streamer import SMALL_BYTES, Conversion, Output, Streamer
 from olive_bf16_pass.traversal import Skeleton, iter_tensors
 
@@ -240,6 +240,8 @@ def _write_with_external_data(
                 for tensor in outside:
                     conversion = conversions.get(id(tensor))
                     on_disk = tensor.data_location == onnx.TensorProto.EXTERNAL
+                    if on_disk and verbatim_field(tensor) is not None:
+                        continue  # integers in a varint field, not raw bytes: they stay in the .onnx as they came
                     threshold = spec.size_threshold
                     if tensor.data_type not in _FLOAT_TYPES:  # shapes, axes, starts: shape inference reads them
                         threshold = max(threshold, _SHAPE_LIKE_BYTES)

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import embedding_mlp, save
-from olive_bf16_pass import ConversionError
+from helpers import embedding_mlp, run, save
+from olive_bf16_pass import ConversionError, ConversionOptions, convert_file
 from olive_bf16_pass.io.source import INLINE_LIMIT, external_info, read_model
 from olive_bf16_pass.io.wire import LIFTED
 
@@ -113,3 +113,64 @@ def test_expected_sizes_of_every_kind_of_tensor():
     assert size(onnx.TensorProto.INT4) == 8 and size(onnx.TensorProto.UINT4, (4,)) == 2  # packed, rounded up
     assert size(onnx.TensorProto.STRING) is None and size(onnx.TensorProto.UNDEFINED) is None
     assert size(onnx.TensorProto.FLOAT, ()) == 4  # a scalar
+
+
+def _typed_ints_model() -> onnx.ModelProto:
+    """Integer-valued tensors in their packed varint fields, as onnx.helper.make_tensor writes them."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "i64": (onnx.TensorProto.INT64, rng.integers(-(2**60), 2**60, 400)),  # int64_data, 10-byte varints
+        "i32": (onnx.TensorProto.INT32, rng.integers(-(2**31), 2**31 - 1, 400)),  # int32_data
+        "u64": (onnx.TensorProto.UINT64, rng.integers(0, 2**63, 400, dtype=np.uint64)),  # uint64_data
+        "f16": (onnx.TensorProto.FLOAT16, rng.standard_normal(600).astype(np.float16)),  # int32_data, as bits
+        "flags": (onnx.TensorProto.BOOL, rng.integers(0, 2, 2000).astype(bool)),  # int32_data, 1-byte varints
+    }
+    inits = [helper.make_tensor(name, dtype, [len(values)], values.tolist()) for name, (dtype, values) in tensors.items()]
+    w = onnx.numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w")
+    nodes = [helper.make_node("Identity", [name], [f"{name}_out"]) for name in tensors]
+    nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
+    outputs = [helper.make_tensor_value_info(f"{name}_out", dtype, [len(values)]) for name, (dtype, values) in tensors.items()]
+    graph = helper.make_graph(nodes, "ints", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16])],
+                              [*outputs, helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [*inits, w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_integers_in_varint_fields_stay_on_disk_and_come_back_in_their_own_fields(tmp_path):
+    """int32_data / int64_data / uint64_data (FLOAT16 and BOOL bits too) are lifted like raw_data, so memory does
+    not grow with them, and written back verbatim: a conversion that converts nothing gives the input's bytes."""
+    from olive_bf16_pass.io.wire import FIELD_KEY
+
+    src = tmp_path / "ints.onnx"
+    onnx.save(_typed_ints_model(), str(src))
+    skeleton = read_model(src).model
+    lifted = {t.name: {e.key: e.value for e in t.external_data} for t in skeleton.graph.initializer
+              if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {name: info.get(FIELD_KEY) for name, info in lifted.items()} == {
+        "i64": "int64_data", "i32": "int32_data", "u64": "uint64_data", "f16": "int32_data", "flags": "int32_data",
+        "w": None}
+    assert all(not (t.int32_data or t.int64_data or t.uint64_data) for t in skeleton.graph.initializer)
+
+    same = tmp_path / "same.onnx"
+    convert_file(src, same, ConversionOptions(min_elements=10**6))
+    assert same.read_bytes() == src.read_bytes()
+    for external in (False, True):
+        out = tmp_path / f"out{external}.onnx"
+        convert_file(src, out, ConversionOptions(min_elements=16), save_as_external_data=external)
+        model = onnx.load(str(out), load_external_data=False)
+        fields = {t.name: [f.name for f, _ in t.ListFields() if f.name.endswith("_data")] for t in model.graph.initializer}
+        assert fields["i64"] == ["int64_data"] and fields["u64"] == ["uint64_data"] and fields["flags"] == ["int32_data"]
+        x = {"x": np.ones((1, 16), np.float32)}
+        got, want = run(out, x), run(src, x)
+        assert all(np.array_equal(a, b) for a, b in zip(got[:-1], want[:-1]))  # the integers, bit for bit
+
+
+def test_a_varint_field_with_the_wrong_count_is_refused(tmp_path):
+    model = _typed_ints_model()
+    tensor = next(t for t in model.graph.initializer if t.name == "i64")
+    del tensor.int64_data[-1]  # 399 values for shape [400]
+    src = tmp_path / "short.onnx"
+    onnx.save(model, str(src))
+    with pytest.raises(ConversionError, match=r"'i64'.*int64_data holds 399 values, but shape \[400\]"):
+        read_model(src)
