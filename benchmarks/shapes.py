@@ -8,6 +8,7 @@ Three single-file models built here (offline, seeded, cached in ``bench-out/shap
 * ``if_branch``: a 400 MB initializer inside an If branch;
 * ``float_data``: 128 MB of weights in ``float_data`` (onnx.helper.make_tensor's default encoding),
   not ``raw_data``: streamed like raw_data since issue 21 (about 500 MB peak before);
+* ``int_data``: 8 million int64 in ``int64_data`` (48 MB of varints): lifted and carried verbatim since issue 21;
 * ``small98mb``: 100,000 tensors of 256 floats (98 MB): many tensors each under the reader's 1 KB
   lifting threshold, so they stay in the skeleton; the bound there is the skeleton's size.
 
@@ -103,8 +104,20 @@ def build_small98mb(path: Path, count: int = 100_000, size: int = 256) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
 
 
+def build_int_data(path: Path, count: int = 8_000_000) -> None:
+    """8 million int64 in int64_data (48 MB of varints, onnx.helper.make_tensor's encoding) beside a small FP32 weight."""
+    values = (np.arange(count, dtype=np.int64) * 7919) % 100003 - 50000
+    w = numpy_helper.from_array((np.arange(4096, dtype=np.float32).reshape(64, 64) % 97) / np.float32(97.0), "w")
+    inits = [helper.make_tensor("idx", TensorProto.INT64, [count], values), w]
+    nodes = [helper.make_node("ReduceSum", ["idx"], ["s"], keepdims=0), helper.make_node("MatMul", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "int_data", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("s", TensorProto.INT64, []),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+
+
 CASES = {"tiny100k": build_tiny, "constant": build_constant, "if_branch": build_if_branch,
-         "float_data": build_float_data, "small98mb": build_small98mb}
+         "float_data": build_float_data, "int_data": build_int_data, "small98mb": build_small98mb}
 
 
 def commands(case: str, src: Path, work: Path) -> dict[str, list[str]]:
