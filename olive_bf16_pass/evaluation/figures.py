@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from olive_bf16_pass.evaluation.agreement import embedding_agreement, reranker_agreement
+from olive_bf16_pass.evaluation.errors import EvaluationError
 from olive_bf16_pass.evaluation.metrics import MISCOMPILE_FACTOR, figure_metrics
 
 __all__ = ["emulated_model_file", "fidelity_metrics", "work_folder"]
@@ -48,7 +49,13 @@ def emulated_model_file(source: str | os.PathLike, root: str | os.PathLike | Non
     from olive_bf16_pass.fidelity_figures import emulated_model
 
     source = onnx_file(source)
-    return emulated_model(source, work_folder(source, root))
+    try:
+        return emulated_model(source, work_folder(source, root))
+    except (OSError, ValueError) as e:  # ConversionError is a ValueError
+        raise EvaluationError(
+            f"could not make the emulated BF16-compute model of {source} ({type(e).__name__}: {e}); the evaluator's"
+            " \"emulate\": false skips the emulated figures"
+        ) from e
 
 
 def fidelity_metrics(

@@ -160,3 +160,10 @@ def test_metric_names_need_the_standard_library_only():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_model_the_emulation_refuses_names_the_option_that_skips_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("OLIVE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(agreement.EvaluationError, match=r"emulated BF16-compute model of .*broken.onnx.*\"emulate\": false"):
+        figures.emulated_model_file(tmp_path / "broken.onnx")
