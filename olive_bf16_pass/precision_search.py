@@ -23,10 +23,11 @@ The ``ranked`` strategy:
    dropped again where the target still holds (one pass each);
 5. the final list verified once on the real emulation (``emulate_file`` with the list kept), with
    one new session; a miss adds 1, 2, 4 ... more nodes and verifies again. Both sessions run
-   without graph optimizations, where the switched session computes bit for bit what that
-   emulation computes (kept nodes' weights FP32 included), so a miss is rare. At other levels the
-   figures differ in the last bits (prepacked GEMMs, fused FP32 chains), which matters only for a
-   target within about 1e-7 of the verified figure.
+   without graph optimizations and without prepacked weights (``session_for(exact=True)``), where
+   the switched session computes bit for bit what that emulation computes (kept nodes' weights FP32
+   included; tests/test_sensitivity.py), so a miss does not happen. A default session (prepacked
+   GEMMs, fused FP32 chains) differs in the last bits, which matters only for a target within
+   about 1e-7 of the verified figure.
 
 Nodes a user keeps FP32 anyway (``Switched.keep_always``: the pass's ``node_block_list``) stay FP32 in every
 configuration measured and in the verification, so the list found is the one to add to theirs.

@@ -7,7 +7,9 @@ on a BF16 result (emulation.py rounds the weights themselves, as convert does):
 - a node's FLOAT outputs are rounded right after it (the node writes a fresh name, the Cast pair
   writes the old one, so consumers, graph outputs and value_info are untouched, in every scope);
 - a FLOAT input that no node rounds (a graph input, a weight the plan keeps FP32, a Constant)
-  gets a rounded copy for the nodes that compute in BF16;
+  gets a rounded copy for the nodes that compute in BF16; a weight with finite values beyond BF16's
+  range (float32 min as a mask fill) is read through a saturated copy first, so it rounds as
+  convert rounds the weights it writes (a Cast alone makes them +-inf);
 - ops that only move or select values (Reshape, Transpose, Gather, Concat, Where, Max, Relu ...)
   are exact in BF16 on rounded inputs: their outputs are not rounded again;
 - nodes kept in FP32 (by op type or name) read what they are given, keep FP32 weights and hand on
@@ -24,7 +26,9 @@ under its own switch, so one session runs any mix of BF16 and FP32 nodes exactly
 with those nodes kept FP32 computes it (sensitivity.py); all switches off is the FP32 model. A move
 has a switch only where it reads a value nothing rounds (a weight, a graph input, a Constant): it
 rounds that, as the emulation rounds a weight read through a Gather unless the Gather is kept, so a
-node kept FP32 after a Gather reads the BF16 table in both; other moves hand on what they read.
+node kept FP32 after a Gather reads the BF16 table in both; other moves hand on what they read. A
+move that reads nothing rounded (a Gather of a table) rounds its results instead of its inputs: the
+same values, at the cost of the rows read rather than of the whole table, every run.
 Values are bound by scope as traversal.py does (names repeat across subgraphs); new names are fresh.
 ONNX Runtime keeps the Cast pairs at every optimization level (tests/test_emulation.py proves it).
 """
@@ -35,10 +39,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from olive_bf16_pass.graph import Names
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Scope, Skeleton, scopes
+from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Scope, Skeleton, constant_value, scopes
 
 __all__ = ["MOVES", "Rounding", "add_rounding"]
 
@@ -51,6 +56,18 @@ MOVES = frozenset({
     "ReduceMin", "DepthToSpace", "SpaceToDepth", "Shape", "Size",
 })
 _FLOAT = onnx.TensorProto.FLOAT
+_BF16_MAX = 3.3895313892515355e38  # the largest finite BF16
+
+
+def _saturated(tensor: onnx.TensorProto | None) -> np.ndarray | None:
+    """An inline FP32 weight's values with the finite ones beyond BF16's range clamped to +-max, as convert rounds
+    weights (saturate), where it has any; else None. A Cast to BF16 makes them +-inf instead. (Weights whose data
+    is elsewhere are large ones, whose values lie in range.)"""
+    if tensor is None or tensor.data_type != _FLOAT or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    values = onnx.numpy_helper.to_array(tensor)
+    beyond = np.isfinite(values) & (np.abs(values) > _BF16_MAX)
+    return np.where(beyond, np.sign(values) * np.float32(_BF16_MAX), values).astype(np.float32) if beyond.any() else None
 
 
 @dataclass
@@ -129,6 +146,10 @@ def add_rounding(skeleton: Skeleton, keeps: Callable[[onnx.NodeProto], bool], or
     rounded: set[tuple[int, str]] = set()  # (id(defining scope), name): values that hold BF16 values
     held: set[tuple[int, str]] = set()  # values a node hands on in FP32 (kept, or switched off): read as they are
     copies: dict[tuple[int, str, int], str] = {}  # (value, consumer scope) -> its rounded copy
+    inline = {(id(s), t.name): t for s in all_scopes for t in s.initializers}  # weights and Constants, by key
+    inline.update(((id(s), n.output[0]), constant_value(n)) for s in all_scopes for n in s.body.node
+                  if n.output and constant_value(n) is not None)
+    saturated: dict[tuple[int, str], np.ndarray | None] = {}
 
     def owner(scope: Scope, name: str) -> Scope | None:
         return next((s for s in scope.ancestors() if name in declared[id(s)]), None)
@@ -139,9 +160,19 @@ def add_rounding(skeleton: Skeleton, keeps: Callable[[onnx.NodeProto], bool], or
             return False, None
         return type_of[id(where)].get(name) == _FLOAT, (id(where), name)
 
-    def pair(scope, anchor, where, src, dst, switch):
+    def clamps(key) -> bool:
+        if key not in saturated:
+            saturated[key] = _saturated(inline.get(key))
+        return saturated[key] is not None
+
+    def pair(scope, anchor, where, src, dst, switch, key=None):
         narrow, wide = names.new(f"{dst}_bf16"), names.new(f"{dst}_rounded") if switch else dst
-        edits.add(scope, anchor, where, op_type="Cast", input=[src], output=[narrow], name=names.new(f"{dst}_to_bf16"),
+        cast_from = src
+        if key is not None and clamps(key):  # rounded as convert rounds it: saturated, not +-inf
+            cast_from = names.new(f"{src}_saturated")
+            scope.body.initializer.append(onnx.numpy_helper.from_array(saturated[key], cast_from))
+        edits.add(scope, anchor, where, op_type="Cast", input=[cast_from], output=[narrow],
+                  name=names.new(f"{dst}_to_bf16"),
                   attribute=[onnx.helper.make_attribute("to", onnx.TensorProto.BFLOAT16)])
         edits.add(scope, anchor, where, op_type="Cast", input=[narrow], output=[wide], name=names.new(f"{dst}_to_fp32"),
                   attribute=[onnx.helper.make_attribute("to", _FLOAT)])
@@ -181,12 +212,16 @@ def add_rounding(skeleton: Skeleton, keeps: Callable[[onnx.NodeProto], bool], or
                 done.switch_ops.append(node.op_type)
             elif switches and moves:
                 ins = []  # no results to round (Shape, Size)
+            if switch and moves and len(ins) == sum(is_float(scope, n)[0] for n in node.input if n) \
+                    and not any(clamps(key) for _, _, key in ins):
+                ins, moves = [], False  # all it reads is unrounded: round what it hands on (a Gather's rows, not
+                # its table, each run), as a computing node does; the same values, moves being exact in BF16
             for index, name, key in ins:
                 memo = (*key, id(scope))
                 copy = None if switch else copies.get(memo)
                 if copy is None:
                     copy = names.new(f"{name}_as_bf16")
-                    pair(scope, node, 0, name, copy, switch)
+                    pair(scope, node, 0, name, copy, switch, key)
                     copies[memo] = copy
                     done.inputs += 1
                 node.input[index] = copy

@@ -103,15 +103,17 @@ def run_all(session, feeds: Feeds, output: str | None, extra: dict | None = None
 
 
 def session_for(path, threads: int = 0, exact: bool = False):
-    """A CPU session; ``exact``: no graph optimizations, the level at which the switched model and the emulation
-    with the same nodes kept compute bit for bit alike (above it, constant weights get prepacked GEMMs and kept
-    FP32 chains get fused kernels, which differ in the last bits)."""
+    """A CPU session; ``exact``: no graph optimizations and no prepacked weights, where the switched model and the
+    emulation with the same nodes kept compute bit for bit alike (otherwise kept FP32 chains get fused kernels, and
+    a MatMul whose weight is a constant, as in the emulation, a prepacked GEMM, which the switched model's weight,
+    computed by its switch, never gets: they differ in the last bits)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     if exact:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

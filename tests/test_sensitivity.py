@@ -205,3 +205,53 @@ def test_the_search_claims_what_its_verification_on_the_real_emulation_measures(
         switched.close()
     assert result.met and 0 < len(result.nodes) < len(switched.nodes), result.summary()
     assert claimed == result.verified  # the switched figure is the real emulation's, exactly
+
+
+def _masked_attention() -> onnx.ModelProto:
+    """Scores + Where(mask, 0, float32 min) -> Softmax, the fill shared with another Where (as exporters share it);
+    then a MatMul with a weight large enough for ONNX Runtime to prepack (a constant weight only)."""
+    d = 256
+    nodes = [
+        helper.make_node("Where", ["mask", "zero", "fill"], ["bias"], name="mask_fill"),
+        helper.make_node("MatMul", ["x", "Wq"], ["scores"], name="scores"),
+        helper.make_node("Add", ["scores", "bias"], ["masked"], name="masked"),
+        helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
+        helper.make_node("Where", ["mask", "p", "zero"], ["p0"], name="mask_again"),
+        helper.make_node("MatMul", ["p0", "Wo"], ["y"], name="out"),
+    ]
+    inits = [tensor("zero", np.float32(0)), tensor("fill", np.float32(np.finfo(np.float32).min)),
+             tensor("Wq", rand((d, d), 1, 0.5)), tensor("Wo", rand((d, d), 2, 0.5))]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", d]),
+                              helper.make_tensor_value_info("mask", TensorProto.BOOL, ["b", d])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", d]),
+                       helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["b", d])], inits)
+
+
+@pytest.mark.parametrize("output", ["y", "bias"])
+def test_the_switched_session_rounds_weights_as_convert_and_computes_as_the_emulation_on_any_kernel(tmp_path, output):
+    """Two ways the switched session once differed from the emulation: a finite weight beyond BF16's range (float32
+    min, a mask fill) became -inf through its Cast where convert saturates it, and a kept MatMul got a prepacked GEMM
+    in the emulation (a constant weight) and not in the switched model (a weight computed by its switch)."""
+    from olive_bf16_pass.emulation import EmulationOptions, emulate_file
+    from olive_bf16_pass.sensitivity import run_all, session_for
+
+    src = tmp_path / "attention.onnx"
+    onnx.save(_masked_attention(), str(src))
+    rng = np.random.default_rng(0)
+    x = rand((64, 256), 3)
+    mask = rng.random((64, 256)) > 0.3
+    feeds = Feeds([{"x": x, "mask": mask}], [None])
+    switched = Switched(src, feeds, pooling="none", output=output)
+    try:
+        k = len(switched.nodes)
+        for kept in [[], *([i] for i in range(k)), list(range(k))]:
+            on = np.ones(k, bool)
+            on[kept] = False
+            names = [switched.nodes[i] for i in kept]
+            emulate_file(src, tmp_path / "kept.onnx", EmulationOptions(keep_nodes=names))
+            real = run_all(session_for(tmp_path / "kept.onnx", exact=True), feeds, output)[0]
+            assert switched.outputs(on)[0].tobytes() == real.tobytes(), f"kept {names}"
+            if output == "bias" and not kept:  # the fill as convert rounds it: BF16's largest finite, not -inf
+                assert real.min() == np.float32(-3.3895313892515355e38)
+    finally:
+        switched.close()
