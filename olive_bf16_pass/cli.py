@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from olive_bf16_pass import __version__
-from olive_bf16_pass.errors import INTERRUPTED, TERMINATED
+from olive_bf16_pass.signals import Terminated, unwinding
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Terminated", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Terminated", "main", "run_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -238,52 +237,13 @@ def _emulation_parsers(sub, common) -> None:
     s.add_argument("--rank-rows", type=int, default=16, metavar="N", help="corpus rows the ranked search ranks on (16)")
 
 
-class Terminated(BaseException):
-    """SIGTERM (``timeout``, ``docker stop``, a cancelled CI job), raised where the process is, so that the
-    writer removes its temporaries as it does for Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _signals_unwind():
-    """While a command runs, SIGTERM raises Terminated and Windows' Ctrl-Break raises KeyboardInterrupt.
-    The handlers are the process's: only the main thread may set them, and they are put back after."""
-    def terminated(signum, frame):
-        raise Terminated(signum)
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    wanted = {signal.SIGTERM: terminated}
-    if hasattr(signal, "SIGBREAK"):  # Windows
-        wanted[signal.SIGBREAK] = interrupted
-    saved = {}
-    try:
-        for signum, handler in wanted.items():
-            saved[signum] = signal.signal(signum, handler)
-    except ValueError:  # not the main thread: the process's handling stays as it is
-        pass
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        with _signals_unwind():
-            return _main(argv)
-    except KeyboardInterrupt:  # also during start-up: parsing, imports
-        if "--debug" in (sys.argv if argv is None else argv):
-            raise
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
-    except Terminated:
-        print(TERMINATED, file=sys.stderr)
-        return 143
+    """The command line as a function: a signal while it runs ends it with one line (signals.unwinding)."""
+    return unwinding(run_command, argv)
 
 
-def _main(argv: list[str] | None) -> int:
+def run_command(argv: list[str] | None) -> int:
+    """The command line, without the signal handling of ``main`` (entry.py brings its own)."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)

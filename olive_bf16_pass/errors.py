@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["INTERRUPTED", "TERMINATED", "ConversionError", "one_line", "os_error_line"]
-
-# what a command prints when Ctrl-C (Ctrl-Break) or SIGTERM stops it, whenever that comes
-INTERRUPTED = "olive-bf16: interrupted; nothing was written"
-TERMINATED = "olive-bf16: terminated; nothing was written"
+__all__ = ["ConversionError", "one_line", "os_error_line"]
 
 
 class ConversionError(ValueError):
