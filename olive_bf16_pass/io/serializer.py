@@ -12,11 +12,11 @@ import onnx
 from google.protobuf import unknown_fields
 
 from olive_bf16_pass.io.streamer import Conversion, Streamer
-from olive_bf16_pass.io.wire import FIELD_KEY, RAW_DATA, VARINT_FIELDS
+from olive_bf16_pass.io.wire import RAW_DATA, verbatim_field
 from olive_bf16_pass.protowire import len_field
 from olive_bf16_pass.traversal import iter_tensors, scopes
 
-__all__ = ["clear_external", "pieces", "verbatim_field"]
+__all__ = ["clear_external", "pieces"]
 
 # message type -> its fields that may hold tensors still on disk; the rest serialize as they are
 def _fields(kind, *names):
@@ -221,17 +221,6 @@ def _is_repeated(descriptor) -> bool:
     if repeated is None:  # protobuf before 5.x
         repeated = descriptor.label == descriptor.LABEL_REPEATED
     return repeated
-
-
-_FIELD_NUMBERS = {name: number for number, name in VARINT_FIELDS.items()}
-
-
-def verbatim_field(tensor: onnx.TensorProto) -> int | None:
-    """The number of the packed varint field a lifted tensor's bytes belong to, or None (raw bytes)."""
-    for entry in tensor.external_data:
-        if entry.key == FIELD_KEY:
-            return _FIELD_NUMBERS[entry.value]
-    return None
 
 
 def clear_external(tensor: onnx.TensorProto) -> None:

@@ -19,9 +19,17 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass import validation
-from olive_bf16_pass.io.wire import FIELD_KEY, LIFTED, PROTOBUF_DEPTH, SkeletonScanner, TooDeep, nesting_depth
+from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io.wire import (
+    LIFTED,
+    PROTOBUF_DEPTH,
+    VARINT_FIELDS,
+    SkeletonScanner,
+    TooDeep,
+    nesting_depth,
+    verbatim_field,
+)
 from olive_bf16_pass.protowire import Truncated
 from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors, settle_attributes
 
@@ -150,9 +158,9 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         reference = _reference(tensor)  # each tensor is checked against its own shape, tied ones too
         span = _span(reference)
         if span in lifted and reference[0] == LIFTED:
-            field = external_info(tensor).get(FIELD_KEY)  # a packed varint field, carried as it is
+            field = verbatim_field(tensor)  # a packed varint field, carried as it is
             problem = (validation.size_problem(tensor, "raw_data", span[1]) if field is None
-                       else validation.count_problem(tensor, field, scanner.values[span]))
+                       else validation.count_problem(tensor, VARINT_FIELDS[field], scanner.values[span]))
             if problem:
                 raise ConversionError(f"{path}: {validation.describe(skeleton.scopes, tensor)}: {problem}")
             locations[reference] = (resolved, *span)

@@ -183,14 +183,11 @@ class Streamer:
                 self.progress(self.done, self.total)
         return length // 2 if halves else length
 
-    def small(self, items: list[tuple[onnx.TensorProto, Conversion | None]]) -> list[bytes]:
-        """The (converted) bytes of small tensors, read here and rounded in one numpy pass for all of them.
+    def small_located(self, items: list[tuple[str, tuple[Path, int, int], Conversion | None]]) -> list[bytes]:
+        """The (converted) bytes of small tensors located beforehand ((name, (file, offset, length), conversion)),
+        read here and rounded in one numpy pass for all of them.
 
         Each tensor's bits and figures are those of rounding it alone (``round_segments``)."""
-        return self.small_located([(t.name, self.locate(t), conversion) for t, conversion in items])
-
-    def small_located(self, items: list[tuple[str, tuple[Path, int, int], Conversion | None]]) -> list[bytes]:
-        """``small`` for tensors located beforehand: (name, (file, offset, length), conversion)."""
         data: list[bytes] = []
         for name, (path, offset, length), _ in items:
             buf = bytearray(length)

@@ -16,7 +16,7 @@ from olive_bf16_pass.protowire import LEN as _LEN
 from olive_bf16_pass.protowire import Truncated, fields, len_field, read_varint, varint
 
 __all__ = ["DATA_LOCATION", "EXTERNAL_DATA", "FIELD_KEY", "LIFTED", "PROTOBUF_DEPTH", "RAW_DATA", "VARINT_FIELDS",
-           "SkeletonScanner", "TooDeep", "nesting_depth"]
+           "SkeletonScanner", "TooDeep", "nesting_depth", "verbatim_field"]
 
 _EXTERNAL = onnx.TensorProto.EXTERNAL
 
@@ -198,6 +198,17 @@ class SkeletonScanner:
         if verbatim is not None:
             kept.append(_entry(FIELD_KEY, verbatim))
         return kept
+
+
+def verbatim_field(tensor: onnx.TensorProto) -> int | None:
+    """The number of the packed varint field a lifted tensor's bytes belong to, or None (raw bytes)."""
+    for entry in tensor.external_data:
+        if entry.key == FIELD_KEY:
+            return _FIELD_NUMBERS[entry.value]
+    return None
+
+
+_FIELD_NUMBERS = {name: number for number, name in VARINT_FIELDS.items()}
 
 
 def _varints(buf, offset: int, length: int) -> int | None:
