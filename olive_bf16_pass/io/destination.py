@@ -12,7 +12,7 @@ import glob
 import hashlib
 import logging
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,12 +107,17 @@ class Destination:
                                    exc.strerror)
 
     def new_temporary(self, suffix: str, created: list[Path]):
-        """An open binary file beside the model, registered in ``created`` as soon as it exists."""
-        fd, name = tempfile.mkstemp(prefix=self.temp_prefix, suffix=suffix + ".tmp", dir=self.folder)
-        created.append(Path(name))
-        out = os.fdopen(fd, "wb")
-        os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets a plain file's mode
-        return out, Path(name)
+        """An open binary file beside the model, registered in ``created`` before it exists: a signal
+        between its creation and its registration (mkstemp's way) would leave it behind."""
+        while True:
+            path = self.folder / f"{self.temp_prefix}{secrets.token_hex(4)}{suffix}.tmp"
+            created.append(path)
+            try:  # a plain file's mode (0666 less the umask), where mkstemp makes 0600
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o666)
+            except FileExistsError:
+                created.remove(path)
+                continue
+            return os.fdopen(fd, "wb"), path
 
 
 _LOCK_STALE_SECONDS = 5.0  # renaming takes milliseconds: an older lock was left by a killed run
@@ -166,9 +171,3 @@ def _replace_or_explain(action: Callable[[], None], final: Path) -> None:
             f"{final}: cannot replace it ({exc.strerror}): {why}, or write to another output path. The previous "
             "output, if there was one, is kept as it was."
         ) from exc
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -8,9 +8,10 @@ rename: Windows cannot replace a file that is still open.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -20,12 +21,14 @@ import onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.destination import Destination, default_data_name
+from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.source import location_parts
-from olive_bf16_pass.io.serializer import clear_external, verbatim_field
 from olive_bf16_pass.io.streamer import SMALL_BYTES, Conversion, Output, Streamer
+from olive_bf16_pass.io.wire import verbatim_field
 from olive_bf16_pass.traversal import Skeleton, iter_tensors
 
-__all__ = ["DEFAULT_SIZE_THRESHOLD", "PROTOBUF_LIMIT", "ExternalDataSpec", "Staged", "Written", "stage_model", "write_model"]
+__all__ = ["DEFAULT_SIZE_THRESHOLD", "PROTOBUF_LIMIT", "ExternalDataSpec", "Staged", "Written", "stage_model",
+           "write_model"]
 
 Checked = TypeVar("Checked")
 
@@ -61,8 +64,8 @@ class Written(Generic[Checked]):
 class Staged:
     """The output's temporaries, complete and not yet checked: ``place`` renames them into place.
 
-    Used as a context manager, any failure inside (a refused check, Ctrl-C) removes them, so a
-    caller can drop the model it wrote from, and so its memory, before the checker runs."""
+    ``stage_model`` hands it out as a context manager: any failure inside (a refused check, Ctrl-C)
+    removes them, so a caller can drop the model it wrote from, and so its memory, before the checker runs."""
 
     temps: list[tuple[Path, Path]]  # (temporary, final), model last
     destination: Destination
@@ -83,13 +86,6 @@ class Staged:
     def place(self) -> None:
         self.destination.put_in_place(self.temps)
 
-    def __enter__(self) -> Staged:
-        return self
-
-    def __exit__(self, kind, *_) -> None:
-        if kind is not None:
-            _remove([tmp for tmp, _ in self.temps])
-
 
 def write_model(
     skeleton: Skeleton,
@@ -108,14 +104,18 @@ def write_model(
     return Written(staged.files, checked)
 
 
+@contextlib.contextmanager
 def stage_model(
     skeleton: Skeleton,
     destination: Destination,
     streamer: Streamer,
     conversions: dict[int, Conversion],
     external: ExternalDataSpec | None,
-) -> Staged:
+) -> Iterator[Staged]:
     """Write the skeleton's model into temporaries beside ``destination``; nothing is in place yet.
+
+    One try covers writing them and the caller's block, so no moment (a signal between the two
+    included) leaves a temporary behind.
 
     ``conversions`` (keyed by ``id`` of the tensor message) names the tensors still on disk that
     become BF16 on the way; every other external tensor is copied as it is.
@@ -147,9 +147,13 @@ def stage_model(
         if external is not None:
             temps.extend(_write_with_external_data(skeleton, destination, external, streamer, conversions, created))
         streamer.close()  # an in-place write replaces the very file it read from
-        return Staged(temps, destination)
+        # this frame lets go of the model (the streamer reads through it), so the caller can free it
+        del skeleton, model, all_scopes, conversions, external_tensors
+        streamer = None
+        yield Staged(temps, destination)
     except BaseException:
-        streamer.close()
+        if streamer is not None:
+            streamer.close()
         _remove(created)
         raise
 
@@ -172,7 +176,8 @@ def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, cr
             def write_pending() -> None:
                 nonlocal position, pending
                 small = [i for i, piece in enumerate(pending) if isinstance(piece, tuple)]
-                for i, data in zip(small, streamer.small([pending[i][:2] for i in small])):
+                located = [(pending[i][0].name, streamer.locate(pending[i][0]), pending[i][1]) for i in small]
+                for i, data in zip(small, streamer.small_located(located)):
                     pending[i] = data
                 data = b"".join(pending)
                 target.pwrite(data, position)
