@@ -23,3 +23,18 @@ def _onnx_handler(path: Path, source: Path | None, tokenizer: Path | None = None
 @pytest.fixture
 def onnx_handler():
     return _onnx_handler
+
+
+@pytest.fixture
+def olive_log_records():
+    """The records Olive's logger emits during the test (the list fills as they come)."""
+    import logging
+
+    records: list = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("olive").addHandler(handler)
+    try:
+        yield records
+    finally:
+        logging.getLogger("olive").removeHandler(handler)

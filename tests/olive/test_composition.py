@@ -9,7 +9,6 @@ attributes.undone_message, which the evaluators use.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -226,23 +225,17 @@ def test_a_workflow_in_the_wrong_order_stops_before_any_pass(bert, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_workflow_in_the_right_order_keeps_bf16_and_the_report(bert, tmp_path):
+def test_a_workflow_in_the_right_order_keeps_bf16_and_the_report(bert, tmp_path, olive_log_records):
     from olive.workflows import run as olive_run
 
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logging.getLogger("olive").addHandler(handler)
-    try:
-        olive_run({
-            "input_model": {"type": "ONNXModel", "model_path": str(bert)},
-            "passes": {"other": {"type": "OrtTransformersOptimization", **PASSES["OrtTransformersOptimization"]},
-                       "bf16": {"type": "OnnxFloatToBFloat16"}},
-            "output_dir": str(tmp_path / "out"),
-            "cache_dir": str(tmp_path / "cache"),
-        })
-    finally:
-        logging.getLogger("olive").removeHandler(handler)
+    records = olive_log_records
+    olive_run({
+        "input_model": {"type": "ONNXModel", "model_path": str(bert)},
+        "passes": {"other": {"type": "OrtTransformersOptimization", **PASSES["OrtTransformersOptimization"]},
+                   "bf16": {"type": "OnnxFloatToBFloat16"}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+    })
     out = tmp_path / "out"
     assert _bf16_count(str(out / "model.onnx")) == CONVERTED
     assert (out / "model.bf16_report.json").is_file()  # the report travels with the model

@@ -299,30 +299,25 @@ def _emulated_fidelity(src, tokenizer_dir, keep=()):
 
 
 @pytest.mark.slow
-def test_olive_run_with_target_cosine_keeps_the_nodes_found_fp32_and_meets_the_target(tmp_path, tokenizer_dir):
+def test_olive_run_with_target_cosine_keeps_the_nodes_found_fp32_and_meets_the_target(
+    tmp_path, tokenizer_dir, olive_log_records
+):
     import json
-    import logging
 
     from olive.workflows import run as olive_run
 
     src = _named_encoder(tmp_path, tokenizer_dir)
     emulated = _emulated_fidelity(src, tokenizer_dir)
     target = [e + 0.5 * (1 - e) for e in emulated]  # half of what BF16 compute loses, regained
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logging.getLogger("olive").addHandler(handler)
-    try:
-        olive_run({
-            "input_model": {"type": "ONNXModel", "model_path": str(src)},
-            "passes": {"bf16": {"type": "OnnxFloatToBFloat16", "min_elements": 16, "target_cosine": target[0],
-                                "target_min_cosine": target[1], "tokenizer": str(tokenizer_dir),
-                                "node_block_list": ["/encoder/add_4"]}},
-            "output_dir": str(tmp_path / "out"),
-            "cache_dir": str(tmp_path / "cache"),
-        })
-    finally:
-        logging.getLogger("olive").removeHandler(handler)
+    records = olive_log_records
+    olive_run({
+        "input_model": {"type": "ONNXModel", "model_path": str(src)},
+        "passes": {"bf16": {"type": "OnnxFloatToBFloat16", "min_elements": 16, "target_cosine": target[0],
+                            "target_min_cosine": target[1], "tokenizer": str(tokenizer_dir),
+                            "node_block_list": ["/encoder/add_4"]}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+    })
     out = tmp_path / "out" / "model.onnx"
     record = json.loads(read_metadata(out)["olive_bf16_pass"])
     found = record["target_search"]
