@@ -13,8 +13,7 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.io.source import INLINE_LIMIT
 from olive_bf16_pass.io.wire import SkeletonScanner
 from olive_bf16_pass.traversal import constant_value, expected_nbytes, scopes
@@ -59,7 +58,7 @@ def structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
             tensor = initializers[index]
             if tensor.name not in inputs:
                 inputs.add(tensor.name)
-                model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+                model.graph.input.append(_value_info(tensor))
             del initializers[index]
         if not any(map(_elsewhere, scope.attribute_tensors)):
             continue
@@ -74,8 +73,20 @@ def _shaped_like(value: onnx.TensorProto, output: str) -> onnx.NodeProto:
     """A Constant of the same type and shape as ``value`` that holds no data: an empty sparse tensor."""
     values = onnx.TensorProto(name=f"{output}__values", data_type=value.data_type, dims=[0])
     indices = onnx.TensorProto(name=f"{output}__indices", data_type=onnx.TensorProto.INT64, dims=[0])
-    sparse = onnx.helper.make_sparse_tensor(values, indices, list(value.dims))
-    return onnx.helper.make_node("Constant", [], [output], sparse_value=sparse)
+    sparse = onnx.SparseTensorProto(values=values, indices=indices, dims=value.dims)
+    attribute = onnx.AttributeProto(name="sparse_value", type=onnx.AttributeProto.SPARSE_TENSOR, sparse_tensor=sparse)
+    return onnx.NodeProto(op_type="Constant", output=[output], attribute=[attribute])
+
+
+def _value_info(tensor: onnx.TensorProto) -> onnx.ValueInfoProto:
+    """What onnx.helper.make_tensor_value_info makes of the tensor's name, type and dims (without onnx.helper,
+    whose import costs ml_dtypes')."""
+    info = onnx.ValueInfoProto(name=tensor.name)
+    info.type.tensor_type.elem_type = tensor.data_type
+    info.type.tensor_type.shape.SetInParent()  # a shape of no dims: rank 0, not unknown
+    for size in tensor.dims:
+        info.type.tensor_type.shape.dim.add().dim_value = size
+    return info
 
 
 def check(model: onnx.ModelProto | bytes) -> None:

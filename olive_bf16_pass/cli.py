@@ -291,7 +291,6 @@ class _OneLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         from olive_bf16_pass.errors import one_line
-
         from olive_bf16_pass.options import in_flags
 
         return f"olive-bf16: {record.levelname.lower()}: {in_flags(one_line(record.getMessage()))}"

@@ -172,7 +172,6 @@ def _same_path(a: Path, b: Path) -> bool:
 
 def inspect(args) -> None:
     from olive_bf16_pass.inspection import inspect_model
-
     from olive_bf16_pass.options import in_flags
 
     info = inspect_model(args.model, options_of(args))

@@ -8,9 +8,8 @@ import os
 import time
 from pathlib import Path
 
-import onnx
-
 from olive_bf16_pass import graph, guards, traversal, validation
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.gc_pause import gc_paused
 from olive_bf16_pass.io.destination import Destination

@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from olive_bf16_pass import graph, guards
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io.destination import Destination
 from olive_bf16_pass.io.source import read_model

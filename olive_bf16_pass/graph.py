@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.rounding import RoundingStats, bfloat16_bits_to_float32, float32_to_bfloat16_bits, round_segments
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, Use, names_in
@@ -30,7 +30,7 @@ __all__ = ["Converted", "Names", "apply", "moves_data", "reads_gather_table", "t
 
 _ALONE_BYTES = 1 << 22  # inline tensors this large are rounded alone; smaller ones together, up to
 _BATCH = 4096  # this many (or this many bytes) at a time
-_TO_FLOAT = onnx.helper.make_attribute("to", onnx.TensorProto.FLOAT)
+_TO_FLOAT = onnx.AttributeProto(name="to", type=onnx.AttributeProto.INT, i=onnx.TensorProto.FLOAT)
 
 
 @dataclass(eq=False)

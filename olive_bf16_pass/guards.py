@@ -11,9 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-import onnx
-
 from olive_bf16_pass import checking
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError, one_line
 from olive_bf16_pass.io.destination import Destination
 from olive_bf16_pass.io.source import SourceModel

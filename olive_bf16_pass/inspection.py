@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass import traversal
 from olive_bf16_pass.gc_pause import gc_paused
 from olive_bf16_pass.io.source import SourceModel, external_info, read_model

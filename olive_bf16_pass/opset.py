@@ -6,8 +6,7 @@ copies the model, so it returns a new Skeleton whose scopes are those of the cop
 
 from __future__ import annotations
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError, one_line
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Skeleton
@@ -37,7 +36,7 @@ def upgrade(skeleton: Skeleton, options: ConversionOptions) -> tuple[Skeleton, l
         )
     try:
         upgraded = onnx.version_converter.convert_version(skeleton.model, MIN_OPSET)
-    except Exception as exc:  # noqa: BLE001 - onnx raises RuntimeError, ValueError, ConvertError...
+    except Exception as exc:
         raise ConversionError(
             f"the model uses ONNX opset {opset} and onnx's version converter could not upgrade it to "
             f"{MIN_OPSET} ({type(exc).__name__}: {one_line(exc)[:300]}). {_HOW} with a newer exporter, then convert "

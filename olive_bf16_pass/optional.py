@@ -11,7 +11,14 @@ import importlib
 import importlib.metadata
 
 __all__ = [
-    "MissingDependency", "OLIVE_HELP", "OLIVE_TESTED", "ONNXRUNTIME_HELP", "import_onnxruntime", "olive_range", "onnxruntime_distribution", "untested_olive_message",
+    "OLIVE_HELP",
+    "OLIVE_TESTED",
+    "ONNXRUNTIME_HELP",
+    "MissingDependency",
+    "import_onnxruntime",
+    "olive_range",
+    "onnxruntime_distribution",
+    "untested_olive_message",
 ]
 
 ONNXRUNTIME_HELP = (

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 from olive_bf16_pass.rounding import ROUNDINGS
 
-
 __all__ = ["DEFAULT_MIN_ELEMENTS", "STORAGES", "ConversionOptions", "cli_arguments", "flag_of", "in_flags", "pass_parameters"]
 
 # how a converted weight is stored: BF16 bits widened by a Cast (half the bytes), or the same rounded value

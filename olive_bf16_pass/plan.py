@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass import opset, selection, validation
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.filters import unmatched_filters

@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
 __all__ = [
@@ -97,9 +96,11 @@ def _fused_chunk(bits: np.ndarray, out: np.ndarray, rounding: str, stats: Roundi
 
 def _round_chunk(bits: np.ndarray, out: np.ndarray, rounding: str, saturate: bool, stats: RoundingStats | None):
     """Round one chunk of float32 bits (uint32) into ``out`` (uint16)."""
-    if stats is not None and _fused_chunk(bits, out, rounding, stats):
+    if _fused_chunk(bits, out, rounding, RoundingStats() if stats is None else stats):
         return
     if rounding == "nearest_even":
+        import ml_dtypes  # its import costs 0.4 s (0.7.0): only chunks with NaN or Inf come here
+
         with np.errstate(invalid="ignore", over="ignore"):
             out.view(ml_dtypes.bfloat16)[...] = bits.view(np.float32)  # NaN keeps its sign
     else:

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.graph import Names
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Scope, Skeleton, constant_value, scopes
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, data_type_name
 

@@ -13,9 +13,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import ml_dtypes
 import numpy as np
-import onnx
+
+from olive_bf16_pass import lean_onnx as onnx
 
 __all__ = [
     "ATTRIBUTE_FIELDS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "constant_value",
@@ -295,11 +295,20 @@ def expected_nbytes(tensor: onnx.TensorProto, count: int | None = None) -> int |
     return ((elements(tensor) if count is None else count) * bits + 7) // 8
 
 
-_BITS: dict[int, int] = {}
+# numpy's own types, known without onnx.helper (whose import costs ml_dtypes'); the rest asks onnx
+_T = onnx.TensorProto
+_KNOWN_BITS: dict[int, int] = {
+    _T.FLOAT: 32, _T.DOUBLE: 64, _T.FLOAT16: 16, _T.BFLOAT16: 16, _T.BOOL: 8, _T.COMPLEX64: 64, _T.COMPLEX128: 128,
+    _T.INT8: 8, _T.INT16: 16, _T.INT32: 32, _T.INT64: 64, _T.UINT8: 8, _T.UINT16: 16, _T.UINT32: 32, _T.UINT64: 64,
+    _T.STRING: 0, _T.UNDEFINED: 0,
+}
+_BITS = dict(_KNOWN_BITS)  # and the others, once asked
 
 
 def _bits_of(data_type: int) -> int:
     """Bits per element of an ONNX data type; 0 when it has no fixed size here."""
+    import ml_dtypes
+
     if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return 0
     try:

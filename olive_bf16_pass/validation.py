@@ -5,9 +5,9 @@ types this onnx knows. Graph-only (no file system): the reader checks files with
 
 from __future__ import annotations
 
-import onnx
 from google.protobuf.descriptor import FieldDescriptor
 
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 

@@ -148,8 +148,7 @@ def main(src_dir: str) -> None:
             if kept >= cap:
                 break
     with open(HERE / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     by = {}
     for r in rows:
         by[(r["source"], r["lang"])] = by.get((r["source"], r["lang"]), 0) + 1

@@ -26,7 +26,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
-    "AGREEMENT", "MISCOMPILE_FACTOR", "MISCOMPILE_FLOOR", "MISCOMPILE_RATIO", "VARIANT_LABELS", "VARIANTS", "figure_metrics", "miscompile_misses", "split",
+    "AGREEMENT",
+    "MISCOMPILE_FACTOR",
+    "MISCOMPILE_FLOOR",
+    "MISCOMPILE_RATIO",
+    "VARIANTS",
+    "VARIANT_LABELS",
+    "figure_metrics",
+    "miscompile_misses",
+    "split",
     "variant_name",
 ]
 

@@ -8,9 +8,9 @@ protobuf call per message.
 
 from __future__ import annotations
 
-import onnx
 from google.protobuf import unknown_fields
 
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.io.streamer import Conversion, Streamer
 from olive_bf16_pass.io.wire import RAW_DATA, verbatim_field
 from olive_bf16_pass.protowire import len_field

@@ -16,9 +16,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 from google.protobuf.message import DecodeError
 
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass import validation
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io.wire import (

@@ -10,8 +10,8 @@ functions.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.protowire import LEN as _LEN
 from olive_bf16_pass.protowire import Truncated, fields, len_field, read_varint, varint
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.destination import Destination, default_data_name

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from olive.hardware.accelerator import AcceleratorSpec
 from olive.model import ONNXModelHandler
@@ -35,6 +36,7 @@ from olive_bf16_pass.olive.attributes import (  # noqa: F401  (SOURCE_MODEL_ATTR
     append_record,
     bf16_tensors,
 )
+from olive_bf16_pass.options import ConversionOptions, pass_parameters
 from olive_bf16_pass.vitisai.cache_key import (
     VITISAI_EP,
     has_vitisai_cache_key,
@@ -43,10 +45,14 @@ from olive_bf16_pass.vitisai.cache_key import (
     runtime_versions,
     with_versioned_cache_keys,
 )
-from olive_bf16_pass.options import ConversionOptions, pass_parameters
 
 __all__ = [
-    "CORE_LOGGER", "KEEP_IO_TYPES", "OnnxFloatToBFloat16", "REPORT_SUFFIX", "VITIS_EXTERNAL_DATA", "parameter_table",
+    "CORE_LOGGER",
+    "KEEP_IO_TYPES",
+    "REPORT_SUFFIX",
+    "VITIS_EXTERNAL_DATA",
+    "OnnxFloatToBFloat16",
+    "parameter_table",
 ]
 
 # under Olive's logger, so `olive run` shows it at its default level (INFO)
@@ -175,7 +181,7 @@ class OnnxFloatToBFloat16(Pass):
             raise ConversionError(f"OnnxFloatToBFloat16: {one_line(exc)}") from exc
         except OSError as exc:  # disk full, no permission: Olive would log these and exit 0 with no model
             raise ConversionError(f"OnnxFloatToBFloat16: {os_error_line(exc)}; nothing was written") from exc
-        except Exception as exc:  # noqa: BLE001 - any other failure must stop the run too (Olive re-raises ValueError)
+        except Exception as exc:
             raise ConversionError(
                 f"OnnxFloatToBFloat16: unexpected {type(exc).__name__}: {one_line(exc)[:300]}; nothing was written. "
                 "Please report it with the model (or its shapes)."

@@ -14,7 +14,12 @@ the quantizers' pre-processing fold ``Cast(bf16 weight)`` back into FP32 weights
 from __future__ import annotations
 
 __all__ = [
-    "BF16_PASS", "EMPTYING_PASSES", "PassOrderError", "UNDOING_PASSES", "check_pass_order", "wrap_run_engine",
+    "BF16_PASS",
+    "EMPTYING_PASSES",
+    "UNDOING_PASSES",
+    "PassOrderError",
+    "check_pass_order",
+    "wrap_run_engine",
 ]
 
 _OLIVE_MISSING_EP = "cannot be found in the target system"

@@ -131,8 +131,8 @@ def _resolve(value: Any, source: Path) -> Any:
 
 def _lookup(name: str) -> tuple[str, Path]:
     known = _all_recipes()
-    key = name[:-5] if name.endswith(".json") else name
-    key = key[len(_PREFIX):] if key.startswith(_PREFIX) else key  # 'recipes/X.json' as a cpu_twin names it
+    key = name.removesuffix(".json")
+    key = key.removeprefix(_PREFIX)  # 'recipes/X.json' as a cpu_twin names it
     if key in known:
         return key, known[key]
     by_path = {str(p.relative_to(recipes_dir()).with_suffix("")).replace("\\", "/"): (n, p) for n, p in known.items()}

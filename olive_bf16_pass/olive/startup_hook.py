@@ -11,7 +11,7 @@ import importlib.machinery
 import os
 import sys
 
-__all__ = ["ENV_SWITCH", "OliveExtensionHook", "TARGETS", "enabled", "install"]
+__all__ = ["ENV_SWITCH", "TARGETS", "OliveExtensionHook", "enabled", "install"]
 
 ENV_SWITCH = "OLIVE_BF16_PASS_DISCOVERY"
 # kept in step with olive_bf16_pass.olive.discovery.EXTENSIONS

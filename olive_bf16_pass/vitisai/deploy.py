@@ -26,8 +26,8 @@ from pathlib import Path
 
 from olive_bf16_pass import __version__
 from olive_bf16_pass.errors import ConversionError
-from olive_bf16_pass.vitisai.cache_key import model_fingerprint, runtime_versions, versioned_cache_key
 from olive_bf16_pass.providers import VITISAI
+from olive_bf16_pass.vitisai.cache_key import model_fingerprint, runtime_versions, versioned_cache_key
 from olive_bf16_pass.vitisai.compile import (
     DEFAULT_TIMEOUT_S,
     context_model_name,

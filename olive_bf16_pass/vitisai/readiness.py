@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
-
+from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.io.source import SourceModel, read_model
 from olive_bf16_pass.opset import main_opset
 from olive_bf16_pass.options import ConversionOptions
