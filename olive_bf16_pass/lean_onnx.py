@@ -31,10 +31,16 @@ _MAXIMUM_PROTOBUF = 2**31  # onnx.checker's limit for a model checked from memor
 def _full() -> ModuleType:
     import onnx
 
-    for name in (_PROTO, _EXTENSION):  # what a plain import binds; reused modules are not bound
-        if name in sys.modules and not hasattr(onnx, name.rpartition(".")[2]):
-            setattr(onnx, name.rpartition(".")[2], sys.modules[name])
+    _bind(onnx)
     return onnx
+
+
+def _bind(package: ModuleType) -> None:
+    """Bind the modules loaded here onto the onnx package, as a plain import binds them (one found
+    already in sys.modules is not)."""
+    for name in (_PROTO, _EXTENSION):
+        if name in sys.modules and not hasattr(package, name.rpartition(".")[2]):
+            setattr(package, name.rpartition(".")[2], sys.modules[name])
 
 
 def _load(name: str, path: str, loader=None) -> ModuleType:
@@ -95,9 +101,7 @@ class _Binding(importlib.abc.Loader):
     def exec_module(self, module):
         self._loader.exec_module(module)
         module.__loader__ = module.__spec__.loader = self._loader
-        for name in (_PROTO, _EXTENSION):
-            if name in sys.modules and not hasattr(module, name.rpartition(".")[2]):
-                setattr(module, name.rpartition(".")[2], sys.modules[name])
+        _bind(module)
 
     def __getattr__(self, name: str):  # get_source, get_code, ... as the real loader has them
         return getattr(self._loader, name)
@@ -150,8 +154,3 @@ def __getattr__(name: str):
     if name.startswith("__") and name != "__version__":  # __path__, __wrapped__...: what tools probe modules for
         raise AttributeError(name)
     return getattr(_full(), name)
-
-
-def is_loaded_whole() -> bool:
-    """Whether the real onnx package has been imported in this process (by anyone)."""
-    return "onnx" in sys.modules
