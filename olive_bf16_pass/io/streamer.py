@@ -9,6 +9,7 @@ the same on Windows, which has no positional pread/pwrite calls.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,17 +96,53 @@ class Handles:
 
 
 class Output:
-    """Positional writes into one file, from any thread."""
+    """Positional writes into one file, from any thread, flushed to the disk behind the writes.
+
+    The output is fsynced before it replaces anything; one fsync at the end would wait for every
+    byte at once, after the CPU work is done. So every ``SYNC_BYTES`` written, a flusher thread
+    starts an fsync of what is written so far (os.fsync: FlushFileBuffers on Windows) while the
+    workers go on, and the final fsync finds little left to write."""
+
+    SYNC_BYTES = 64 << 20
 
     def __init__(self, path: Path):
         self.path = path
         self._handles = Handles("r+b")
+        self._lock = threading.Lock()
+        self._unsynced = 0
+        self._flusher: ThreadPoolExecutor | None = None
+        self._syncing: Future | None = None
+        self._failed: OSError | None = None
 
     def pwrite(self, data, at: int) -> None:
         self._handles.write(self.path, data, at)
+        with self._lock:
+            self._unsynced += memoryview(data).nbytes
+            if self._unsynced < self.SYNC_BYTES or (self._syncing is not None and not self._syncing.done()):
+                return
+            self._unsynced = 0
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(1, thread_name_prefix="olive-bf16-sync")
+            self._syncing = self._flusher.submit(self._fsync)
+
+    def _fsync(self) -> None:
+        try:
+            with open(self.path, "r+b") as handle:  # Windows flushes only a handle that may write
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            self._failed = self._failed or exc
 
     def close(self) -> None:
-        self._handles.close()
+        """Wait for the flusher; a background fsync that failed fails the output (Linux forgets a
+        write error once fsync has reported it, so the final fsync alone could pass)."""
+        try:
+            if self._flusher is not None:
+                self._flusher.shutdown(wait=True)
+                self._flusher = None
+            if self._failed is not None:
+                raise self._failed
+        finally:
+            self._handles.close()
 
 
 class MemoryOutput(Output):
