@@ -12,7 +12,7 @@ from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 
 __all__ = [
-    "TYPED_FIELDS", "check_inline_data", "check_names", "check_single_definitions", "check_sparse_inline",
+    "TYPED_FIELDS", "check_inline_data", "check_names", "check_text", "check_single_definitions", "check_sparse_inline",
     "count_problem", "describe", "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
 ]
 
@@ -41,6 +41,18 @@ def check_names(model: onnx.ModelProto, all_scopes: list[Scope], prefix: str = "
     raise ConversionError(prefix + not_utf8(f"{bad[0]} = ", bad[1]))
 
 
+def check_text(model: onnx.ModelProto, prefix: str = "") -> None:
+    """Refuse a model with any other string field that is not UTF-8 (a doc string, a metadata value):
+    protobuf cannot write such a field back, so the output could not carry it."""
+    bad = invalid_utf8(model)
+    if bad is not None:
+        raise ConversionError(
+            f"{prefix}a text field of the model is not valid UTF-8 ({bad[0]} = {bad[1]!r}); the file is corrupt or "
+            "was written by a broken exporter. Re-export it, or set that field to a text (onnx: assign it '') and "
+            "save the model again."
+        )
+
+
 def _names_are_text(all_scopes: list[Scope]) -> bool:
     """``str.join`` refuses ``bytes``: one join per scope checks every name the converter reads."""
     for scope in all_scopes:
@@ -64,23 +76,28 @@ def check_single_definitions(all_scopes: list[Scope], prefix: str = "") -> None:
     A graph input may share its initializer's name (an overridable default): that is one value.
     """
     for scope in all_scopes:
-        seen: dict[str, str] = {}
+        seen: dict[str, onnx.NodeProto | None] = {}  # name -> the node whose output it is (None: an initializer)
         for tensor in scope.initializers:
-            _define(seen, tensor.name, "an initializer", scope, prefix)
+            name = tensor.name
+            if name in seen:
+                _twice(name, "an initializer", "an initializer", scope, prefix)
+            seen[name] = None
         inputs = set(scope.body.input) if scope.is_function else {v.name for v in scope.body.input}
         for node in scope.body.node:
             for name in node.output:
-                if name:
-                    what = f"the output of {node.op_type} node {node.name!r}"
-                    if name in inputs:
-                        _twice(name, "an input", what, scope, prefix)
-                    _define(seen, name, what, scope, prefix)
+                if not name:
+                    continue
+                if name in inputs:
+                    _twice(name, "an input", _output_of(node), scope, prefix)
+                if name in seen:
+                    first = seen[name]
+                    _twice(name, "an initializer" if first is None else _output_of(first), _output_of(node), scope,
+                           prefix)
+                seen[name] = node
 
 
-def _define(seen: dict[str, str], name: str, what: str, scope: Scope, prefix: str) -> None:
-    if name in seen:
-        _twice(name, seen[name], what, scope, prefix)
-    seen[name] = what
+def _output_of(node: onnx.NodeProto) -> str:
+    return f"the output of {node.op_type} node {node.name!r}"
 
 
 def _twice(name: str, first: str, second: str, scope: Scope, prefix: str) -> None:
@@ -121,7 +138,7 @@ def describe(all_scopes: list[Scope], tensor: onnx.TensorProto) -> str:
 
 
 _COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
-TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")  # check_inline_data spells them out
 
 
 def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
@@ -180,9 +197,11 @@ def size_problem(tensor: onnx.TensorProto, field_name: str, length: int) -> str 
 def check_inline_data(all_scopes: list[Scope], prefix: str = "") -> None:
     """Refuse a model whose inline tensor data is not as long as its shape and type say."""
     for tensor in iter_tensors(None, all_scopes):
-        if (tensor.HasField("raw_data") and len(tensor.raw_data) == expected_nbytes(tensor)
-                and not any(len(getattr(tensor, name)) for name in TYPED_FIELDS)):
-            continue  # the common case, decided without building a message
+        if (tensor.HasField("raw_data") and not (  # the common case, decided without building a message
+                len(tensor.float_data) or len(tensor.int32_data) or len(tensor.int64_data)
+                or len(tensor.double_data) or len(tensor.uint64_data))  # TYPED_FIELDS, spelt out: 3x faster
+                and len(tensor.raw_data) == expected_nbytes(tensor)):
+            continue
         problem = inline_data_problem(tensor)
         if problem:
             raise ConversionError(f"{prefix}{describe(all_scopes, tensor)}: {problem}")

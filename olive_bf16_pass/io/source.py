@@ -31,6 +31,7 @@ from olive_bf16_pass.io.wire import (
     verbatim_field,
 )
 from olive_bf16_pass.protowire import Truncated
+from olive_bf16_pass.strict_text import all_text_is_utf8
 from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors, settle_attributes
 
 __all__ = ["INLINE_LIMIT", "SourceModel", "external_info", "location_parts", "read_model", "resolve_external"]
@@ -130,6 +131,7 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         with open(resolved, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             scanner = SkeletonScanner(buf, INLINE_LIMIT)
             raw = scanner.scan()
+        text_is_utf8 = all_text_is_utf8(raw)  # before the real parse: the two never hold memory at once
         model = onnx.ModelProto()
         model.ParseFromString(raw)
     except UnicodeDecodeError as exc:  # protobuf runtimes that validate strings while parsing
@@ -146,7 +148,9 @@ def read_model(path: str | os.PathLike) -> SourceModel:
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ConversionError(not_onnx)
     skeleton = Skeleton.of(model, settle_attributes(model))  # every tensor left is one the walk finds
-    validation.check_names(model, skeleton.scopes, f"{path}: ")  # before any name is used: locations are names too
+    if not text_is_utf8:  # before any name is used: locations are names too
+        validation.check_names(model, skeleton.scopes, f"{path}: ")
+        validation.check_text(model, f"{path}: ")
     validation.check_inline_data(skeleton.scopes, f"{path}: ")
     validation.check_single_definitions(skeleton.scopes, f"{path}: ")
     validation.check_sparse_inline(skeleton.scopes, f"{path}: ")
