@@ -7,7 +7,7 @@ final; nothing else sets its fields. Kept tensors are grouped by their ``KeepKin
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +43,7 @@ class SkipGroup:
     names: list[str] = field(default_factory=list)
 
 
-def group_skipped(skipped: Sequence[SkippedRecord]) -> list[SkipGroup]:
+def group_skipped(skipped: Iterable[SkippedRecord]) -> list[SkipGroup]:
     """Records grouped by why they were kept (kind, and the dtype or threshold its words name), largest first."""
     groups: dict[tuple[str, str], SkipGroup] = {}
     for s in skipped:

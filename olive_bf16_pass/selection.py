@@ -9,6 +9,7 @@ and the detail a person can act on (the node, the count), never prose to be pars
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from olive_bf16_pass import lean_onnx as onnx
@@ -66,12 +67,14 @@ class Kept:
 
     definition: Definition
     kind: KeepKind
-    detail: str = ""  # the words this tensor adds to its kind's: the reading node, the element count
+    detail: str = ""  # the words this tensor adds to its kind's: the reading node (a count is worded by reason)
     group_detail: str = ""  # what fills the kind's {} in the summary: a dtype, the min_elements threshold
 
     @property
     def reason(self) -> str:
         """The per-tensor sentence of the JSON report (stable wording)."""
+        if self.kind is KeepKind.TOO_SMALL:  # worded when asked: a model may keep 100,000 tiny tensors
+            return f"{self.definition.size} elements, fewer than min_elements={self.group_detail}"
         return self.detail or self.group
 
     @property
@@ -114,8 +117,7 @@ def _keep(d: Definition, options: ConversionOptions, is_graph_input: bool, graph
     if d.name in options.exclude_initializers:
         return Kept(d, KeepKind.EXCLUDED)
     if d.size < options.min_elements:
-        threshold = str(options.min_elements)
-        return Kept(d, KeepKind.TOO_SMALL, f"{d.size} elements, fewer than min_elements={threshold}", threshold)
+        return Kept(d, KeepKind.TOO_SMALL, group_detail=_threshold(options.min_elements))
     if is_graph_input and not options.convert_graph_input_initializers:
         return Kept(d, KeepKind.GRAPH_INPUT)
     if d.name in graph_outputs:
@@ -138,3 +140,9 @@ def _keep(d: Definition, options: ConversionOptions, is_graph_input: bool, graph
             return Kept(d, KeepKind.FLOAT32_INPUT,
                         f"input {use.input_index} of {node.op_type} node {node.name!r} needs float32 (scales, roi)")
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _threshold(min_elements: int) -> str:
+    """One string for every tensor kept as too small."""
+    return str(min_elements)
