@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,9 +121,6 @@ def find_for_target(src, target: Target, also_kept: Sequence[str] = ()) -> Searc
     finally:
         switched.close()
     result.nodes = [n for n in result.nodes if n not in set(also_kept)]  # the nodes found, beyond those
-    if "" in result.nodes:
-        raise ConversionError("the fidelity target needs a node kept FP32 that has no name, which a node_block_list "
-                              "cannot name: give the model's nodes names (exporters do)")
     if not result.met:
         raise ConversionError(one_line(f"the fidelity target cannot be met on emulated BF16 compute: {result.summary()}"))
     return result
@@ -131,6 +129,7 @@ def find_for_target(src, target: Target, also_kept: Sequence[str] = ()) -> Searc
 def search(src, switched: Switched, target_mean: float, target_min: float | None = None, rank_rows: int = 16,
            prune: bool = True, max_fixes: int = 8, prune_limit: int = 48, strategy: str = "segments") -> SearchResult:
     """Find the nodes to keep in FP32 (see the module docstring); ``switched`` holds the corpus."""
+    _refuse_unnameable(switched.nodes)
     started, passes, runs = time.perf_counter(), switched.passes, switched.runs
     target_min = target_mean if target_min is None else target_min
     result = SearchResult(target_mean, target_min, candidates=len(switched.nodes))
@@ -188,6 +187,22 @@ def search(src, switched: Switched, target_mean: float, target_min: float | None
                 time.perf_counter() - started)
     rest = [i for i in order if i not in kept]
     return _verified(src, switched, result, kept, rest, max_fixes, started, passes, runs)
+
+
+def _refuse_unnameable(nodes: Sequence[str]) -> None:
+    """A node list names nodes: a node without a name, or with another's, is one no list can keep FP32 alone."""
+    counts = Counter(nodes)
+    unnamed = counts.pop("", 0)
+    repeated = sorted(n for n, times in counts.items() if times > 1)
+    if not unnamed and not repeated:
+        return
+    problem = (f"{unnamed} of the model's {len(nodes)} float nodes {'has' if unnamed == 1 else 'have'} no name" if unnamed
+               else f"nodes share names ({', '.join(map(repr, repeated[:3]))})")
+    raise ConversionError(
+        f"the search for nodes to keep FP32 writes their names, and {problem}, so no node_block_list can name them. "
+        "Give every node a unique name (exporters do; in Python: for i, n in enumerate(model.graph.node): "
+        "n.name = n.name or f'node_{i}'), save the model and search again."
+    )
 
 
 def _segments(switched: Switched, config, meets) -> list[int]:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from olive_bf16_pass.errors import ConversionError, one_line
+
 __all__ = ["Feeds", "Fidelity", "Switched", "layer_of", "npz_feeds", "rank", "table", "text_feeds"]
 
 _LAYER = re.compile(r"(?:layers?|blocks?|h)[._/](\d+)(?![\d])")
@@ -48,15 +50,13 @@ def text_feeds(model_path, tokenizer: str, corpus: str | None = None, limit: int
                max_length: int = 128) -> Feeds:
     """The corpus (the shipped one by default) tokenized for the model; texts sorted by length so that
     each batch pads little."""
-    import onnxruntime as ort
-
     from olive_bf16_pass.evaluation.corpus import load_corpus
     from olive_bf16_pass.evaluation.sessions import Io, encode, load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     texts = load_corpus(corpus, limit=limit)
     texts = sorted(texts, key=lambda t: len(tok(t)["input_ids"]))
-    io = Io(ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]))
+    io = Io(_input_session(model_path, 0))  # its inputs' names and types: what the tokenizer's output must feed
     batches = [encode(tok, texts[a:a + batch_size], None, io, max_length) for a in range(0, len(texts), batch_size)]
     return Feeds(batches, [b.get("attention_mask") for b in batches])
 
@@ -117,6 +117,22 @@ def session_for(path, threads: int = 0, exact: bool = False):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def _input_session(src, threads: int):
+    """The input model's CPU session, or a one-line refusal when ONNX Runtime will not load it (two nodes of one
+    name, an op it lacks): nothing can be measured on a model that does not run."""
+    import onnxruntime as ort
+
+    try:
+        return session_for(src, threads)
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.NotImplemented,
+            ort.capi.onnxruntime_pybind11_state.InvalidProtobuf) as exc:
+        raise ConversionError(
+            f"{src}: ONNX Runtime (CPU) cannot load the input model ({one_line(exc)}), so its BF16 sensitivity "
+            "cannot be measured. Fix the model so that it runs, then measure it."
+        ) from exc
+
+
 def layer_of(node) -> str | None:
     """The layer a node belongs to, where its name (or the exporter's name scopes) shows one: 'layer.3'."""
     texts = [node.name] + [p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"]
@@ -139,6 +155,7 @@ class Switched:
         self.runs = 0  # session.run calls
         self.passes = 0  # corpus passes (configurations measured)
         started = time.perf_counter()
+        self.reference, self.pooling = _input_session(src, threads), pooling  # first: the input must load at all
         self._tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="bf16-switched-")
         path = Path(self._tmp.name) / "switched.onnx"
         report = emulate_file(src, path, switches=True)
@@ -150,7 +167,6 @@ class Switched:
         self.graph_order = [n.name for n in graph_nodes if n.op_type not in ("Loop", "If", "Scan")]
         self.layers = [layer_of(byname[n]) if n in byname else None for n in self.nodes]
         self.session = session_for(path, threads, exact=True)
-        self.reference, self.pooling = session_for(src, threads), pooling
         self.fidelity = Fidelity(run_all(self.reference, feeds, output), feeds, pooling)
         self.runs += len(feeds.batches)
         self.passes += 1

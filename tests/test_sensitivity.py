@@ -95,6 +95,26 @@ def test_search_says_when_no_node_list_can_meet_the_target(model_and_inputs):
     assert not result.met and "no node list can meet it" in result.note
 
 
+@pytest.mark.parametrize("names", [("", "/encoder/layer.0/fc1"), ("/encoder/layer.0/fc1", "/encoder/layer.0/fc1")])
+def test_search_refuses_nodes_no_list_can_name_before_it_runs(tmp_path, capsys, names):
+    """An unnamed node cannot be kept FP32 alone by a node list: refused up front, no list. Two nodes of one name
+    ONNX Runtime itself refuses: said as the input's fault, not as an unexpected failure of the converter's."""
+    model = fragile()
+    model.graph.node[0].name, model.graph.node[1].name = names
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "x.npz", x=(1000 + rand((12, 5, H), 3)).astype(np.float32))
+    rc = main(["sensitivity", str(tmp_path / "m.onnx"), "--inputs", str(tmp_path / "x.npz"), "--target-cosine",
+               "0.9999", "--node-list", str(tmp_path / "nodes.json")])
+    err = capsys.readouterr().err
+    assert rc == 1 and not (tmp_path / "nodes.json").exists()
+    if not names[0]:
+        assert "1 of the model's 5 float nodes has no name" in err and "Give every node a unique name" in err
+    else:  # ONNX Runtime refuses two nodes of one name: said as the input's fault, before any emulation
+        assert "ONNX Runtime (CPU) cannot load the input model" in err and "same node name" in err
+        assert "unexpected" not in err and "switched" not in err
+    assert err.count("\n") == 1, err
+
+
 def test_layers_from_names_and_exporter_scopes():
     node = helper.make_node("MatMul", ["a", "b"], ["c"], name="/encoder/layer.11/attention/self/query/MatMul")
     assert layer_of(node) == "layer.11"
