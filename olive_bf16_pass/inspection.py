@@ -33,15 +33,16 @@ def inspect_model(path: str | Path, options: ConversionOptions | None = None) ->
 def _holdings(source: SourceModel) -> dict:
     """What the file holds, as read (before any upgrade)."""
     model = source.model
-    by_dtype: Counter = Counter()
+    nbytes: Counter = Counter()  # by data type number: named once at the end
     count: Counter = Counter()
     external_files: Counter = Counter()
     for tensor in traversal.iter_tensors(model, source.scopes):
-        name = traversal.data_type_name(tensor.data_type)
-        by_dtype[name] += traversal.expected_nbytes(tensor) or 0
-        count[name] += 1
+        data_type = tensor.data_type
+        nbytes[data_type] += traversal.expected_nbytes(tensor) or 0
+        count[data_type] += 1
         if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
             external_files[external_info(tensor)["location"]] += source.where(tensor)[2]
+    by_dtype, count = _named(nbytes), _named(count)
     opset = main_opset(model)
     return {
         "file_bytes": source.file_bytes,
@@ -55,6 +56,13 @@ def _holdings(source: SourceModel) -> dict:
         "external_data_files": dict(external_files),
         "sparse_initializers": sum(len(s.body.sparse_initializer) for s in source.scopes if not s.is_function),
     }
+
+
+def _named(by_type: Counter) -> Counter:
+    named: Counter = Counter()
+    for data_type, value in by_type.items():
+        named[traversal.data_type_name(data_type)] += value
+    return named
 
 
 def _verdict(plan: Plan) -> dict:
