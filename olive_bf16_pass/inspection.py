@@ -34,15 +34,15 @@ def _holdings(source: SourceModel) -> dict:
     """What the file holds, as read (before any upgrade)."""
     model = source.model
     nbytes: Counter = Counter()  # by data type number: named once at the end
-    count: Counter = Counter()
+    tensors: Counter = Counter()
     external_files: Counter = Counter()
     for tensor in traversal.iter_tensors(model, source.scopes):
         data_type = tensor.data_type
         nbytes[data_type] += traversal.expected_nbytes(tensor) or 0
-        count[data_type] += 1
+        tensors[data_type] += 1
         if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
             external_files[external_info(tensor)["location"]] += source.where(tensor)[2]
-    by_dtype, count = _named(nbytes), _named(count)
+    by_dtype, count = _named(nbytes), _named(tensors)
     opset = main_opset(model)
     return {
         "file_bytes": source.file_bytes,

@@ -16,17 +16,12 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from olive_bf16_pass import lean_onnx as onnx
+from olive_bf16_pass.validation import is_repeated
 
 __all__ = ["all_text_is_utf8"]
 
 _PACKAGE = "olive_bf16_pass.strict_text"
 _twin = None
-
-
-def _repeated(field) -> bool:
-    if hasattr(field, "is_repeated"):  # protobuf 5.28+; ``label`` is gone in 7
-        return field.is_repeated
-    return field.label == FieldDescriptor.LABEL_REPEATED
 
 
 def _build():
@@ -51,7 +46,7 @@ def _build():
                 continue
             twin.field.add(
                 name=field.name, number=field.number, type=field.type, type_name=type_name,
-                label=FieldDescriptor.LABEL_REPEATED if _repeated(field) else FieldDescriptor.LABEL_OPTIONAL,
+                label=FieldDescriptor.LABEL_REPEATED if is_repeated(field) else FieldDescriptor.LABEL_OPTIONAL,
             )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)

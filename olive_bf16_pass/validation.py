@@ -5,6 +5,8 @@ types this onnx knows. Graph-only (no file system): the reader checks files with
 
 from __future__ import annotations
 
+import operator
+
 from google.protobuf.descriptor import FieldDescriptor
 
 from olive_bf16_pass import lean_onnx as onnx
@@ -12,8 +14,9 @@ from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Scope, data_type_name, elements, expected_nbytes, iter_tensors, names_in
 
 __all__ = [
-    "TYPED_FIELDS", "check_inline_data", "check_names", "check_text", "check_single_definitions", "check_sparse_inline",
-    "count_problem", "describe", "inline_data_problem", "invalid_utf8", "not_utf8", "size_problem", "unknown_types",
+    "TYPED_FIELDS", "check_inline_data", "check_names", "check_single_definitions", "check_sparse_inline", "check_text",
+    "count_problem", "describe", "inline_data_problem", "invalid_utf8", "is_repeated", "not_utf8", "size_problem",
+    "unknown_types",
 ]
 
 _NOT_UTF8 = (
@@ -138,7 +141,8 @@ def describe(all_scopes: list[Scope], tensor: onnx.TensorProto) -> str:
 
 
 _COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
-TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")  # check_inline_data spells them out
+TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+_typed_fields = operator.attrgetter(*TYPED_FIELDS)  # all five in one call: the per-tensor fast path
 
 
 def inline_data_problem(tensor: onnx.TensorProto) -> str | None:
@@ -197,11 +201,9 @@ def size_problem(tensor: onnx.TensorProto, field_name: str, length: int) -> str 
 def check_inline_data(all_scopes: list[Scope], prefix: str = "") -> None:
     """Refuse a model whose inline tensor data is not as long as its shape and type say."""
     for tensor in iter_tensors(None, all_scopes):
-        if (tensor.HasField("raw_data") and not (  # the common case, decided without building a message
-                len(tensor.float_data) or len(tensor.int32_data) or len(tensor.int64_data)
-                or len(tensor.double_data) or len(tensor.uint64_data))  # TYPED_FIELDS, spelt out: 3x faster
+        if (tensor.HasField("raw_data") and not any(map(len, _typed_fields(tensor)))
                 and len(tensor.raw_data) == expected_nbytes(tensor)):
-            continue
+            continue  # the common case, decided without building a message
         problem = inline_data_problem(tensor)
         if problem:
             raise ConversionError(f"{prefix}{describe(all_scopes, tensor)}: {problem}")
@@ -230,12 +232,13 @@ def _text_fields(descriptor) -> list[tuple[str, bool, bool]]:
     found = _TEXT_FIELDS.get(descriptor.full_name)
     if found is None:
         kinds = {FieldDescriptor.TYPE_STRING: False, FieldDescriptor.TYPE_MESSAGE: True}
-        found = [(f.name, _repeated(f), kinds[f.type]) for f in descriptor.fields if f.type in kinds]
+        found = [(f.name, is_repeated(f), kinds[f.type]) for f in descriptor.fields if f.type in kinds]
         _TEXT_FIELDS[descriptor.full_name] = found
     return found
 
 
-def _repeated(field) -> bool:
+def is_repeated(field) -> bool:
+    """Whether a protobuf field descriptor is a repeated field, on every protobuf this supports."""
     if hasattr(field, "is_repeated"):  # protobuf 5.28+; ``label`` is gone in 7
         return field.is_repeated
     return field.label == FieldDescriptor.LABEL_REPEATED
@@ -263,10 +266,10 @@ def _has_invalid(message) -> bool:
             continue
         for f, value in msg.ListFields():
             if f.type == FieldDescriptor.TYPE_STRING:
-                if any(type(v) is not str for v in value) if _repeated(f) else type(value) is not str:
+                if any(type(v) is not str for v in value) if is_repeated(f) else type(value) is not str:
                     return True
             elif f.type == FieldDescriptor.TYPE_MESSAGE:
-                if _repeated(f):
+                if is_repeated(f):
                     stack.extend(value)
                 else:
                     stack.append(value)

@@ -11,17 +11,12 @@ from helpers import embedding_mlp, if_subgraph_model, save
 from olive_bf16_pass import ConversionError, convert_file
 from olive_bf16_pass.inspection import inspect_model
 from olive_bf16_pass.strict_text import all_text_is_utf8
-from olive_bf16_pass.validation import invalid_utf8
+from olive_bf16_pass.validation import invalid_utf8, is_repeated
 
 _BAD = [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82"]  # no UTF-8 holds these
 
 
-def _strings(model: onnx.ModelProto) -> list[str]:
-    """Every distinct 6-byte marker written into the model's text fields below."""
-    return [f"T{i:05d}" for i in range(_mark(model, count_only=True))]
-
-
-def _mark(model: onnx.ModelProto, count_only: bool = False) -> int:
+def _mark(model: onnx.ModelProto) -> int:
     """Give every name, op type, doc string and key in the model a unique marker; return how many."""
     from google.protobuf.descriptor import FieldDescriptor
 
@@ -30,8 +25,7 @@ def _mark(model: onnx.ModelProto, count_only: bool = False) -> int:
     while stack:
         msg = stack.pop()
         for field in msg.DESCRIPTOR.fields:
-            repeated = field.label == FieldDescriptor.LABEL_REPEATED if not hasattr(field, "is_repeated") \
-                else field.is_repeated
+            repeated = is_repeated(field)
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 if repeated:
                     stack.extend(getattr(msg, field.name))
@@ -41,12 +35,10 @@ def _mark(model: onnx.ModelProto, count_only: bool = False) -> int:
                 values = getattr(msg, field.name)
                 if repeated:
                     for i in range(len(values)):
-                        if not count_only:
-                            values[i] = f"T{count:05d}"
+                        values[i] = f"T{count:05d}"
                         count += 1
                 elif values:
-                    if not count_only:
-                        setattr(msg, field.name, f"T{count:05d}")
+                    setattr(msg, field.name, f"T{count:05d}")
                     count += 1
     return count
 

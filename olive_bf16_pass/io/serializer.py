@@ -15,6 +15,7 @@ from olive_bf16_pass.io.streamer import Conversion, Streamer
 from olive_bf16_pass.io.wire import RAW_DATA, verbatim_field
 from olive_bf16_pass.protowire import len_field
 from olive_bf16_pass.traversal import iter_tensors, scopes
+from olive_bf16_pass.validation import is_repeated
 
 __all__ = ["clear_external", "pieces"]
 
@@ -24,10 +25,7 @@ def _fields(kind, *names):
     found = []
     for name in names:
         descriptor = kind.DESCRIPTOR.fields_by_name[name]
-        repeated = getattr(descriptor, "is_repeated", None)
-        if repeated is None:  # protobuf before 5.x
-            repeated = descriptor.label == descriptor.LABEL_REPEATED
-        found.append((name, descriptor.number, repeated))
+        found.append((name, descriptor.number, is_repeated(descriptor)))
     return tuple(found)
 
 
@@ -206,7 +204,7 @@ def _in_order(message, out: list, hot: dict) -> int:
 
 def _set(message, descriptor, value) -> None:
     """Copy one field's value into ``message``."""
-    if _is_repeated(descriptor):
+    if is_repeated(descriptor):
         getattr(message, descriptor.name).extend(value)
     elif descriptor.type == descriptor.TYPE_MESSAGE:
         field = getattr(message, descriptor.name)
@@ -214,13 +212,6 @@ def _set(message, descriptor, value) -> None:
         field.CopyFrom(value)
     else:
         setattr(message, descriptor.name, value)
-
-
-def _is_repeated(descriptor) -> bool:
-    repeated = getattr(descriptor, "is_repeated", None)
-    if repeated is None:  # protobuf before 5.x
-        repeated = descriptor.label == descriptor.LABEL_REPEATED
-    return repeated
 
 
 def clear_external(tensor: onnx.TensorProto) -> None:
