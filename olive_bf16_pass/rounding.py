@@ -30,7 +30,10 @@ __all__ = [
 ROUNDINGS = ("nearest_even", "truncate")
 
 BF16_MAX_BITS = 0x7F7F  # 3.3895314e38, the largest finite bfloat16
-_CHUNK = 1 << 16  # elements per chunk: 256 KiB of float32; with its scratch buffer and output, well inside L2
+# elements per chunk: 1 MiB of float32; with its scratch buffers and output, inside a core's L2. Two
+# workers round at once, and each numpy call hands the GIL over: fewer, larger calls than 2**16 (best
+# alone) keep the workers from waiting on each other (15% less wall on the BCE model, 2**16-2**20 tried)
+_CHUNK = 1 << 18
 
 
 @dataclass
@@ -55,13 +58,14 @@ class RoundingStats:
         self.overflow_count += other.overflow_count
 
 
-_scratch = threading.local()  # per thread: one _CHUNK-sized buffer for the fused path
+_scratch = threading.local()  # per thread: _CHUNK-sized buffers for the fused path, made on first use
 
 
-def _buffer(n: int) -> np.ndarray:
-    held = getattr(_scratch, "buffer", None)
+def _buffer(n: int, which: str = "wide") -> np.ndarray:
+    held = getattr(_scratch, which, None)
     if held is None:
-        held = _scratch.buffer = np.empty(_CHUNK, dtype=np.uint32)
+        held = np.empty(_CHUNK, dtype=np.uint32)
+        setattr(_scratch, which, held)
     return held[:n]
 
 
@@ -74,6 +78,10 @@ def _fused_chunk(bits: np.ndarray, out: np.ndarray, rounding: str, stats: Roundi
     buffer and ``out`` stay in the core's cache, and the u32 -> u16 step is a plain cast after an
     in-place shift (numpy's shift into a narrower type is a slower, unvectorized loop)."""
     wide = _buffer(bits.size)
+    if not bits.flags.aligned:  # a tensor at an odd offset of a mapped file: numpy's loops run 35% slower
+        aligned = _buffer(bits.size, "aligned")
+        aligned[...] = bits
+        bits = aligned
     if rounding == "nearest_even":
         np.right_shift(bits, 16, out=wide)
         np.bitwise_and(wide, 1, out=wide)

@@ -11,6 +11,7 @@ original model with exactly the tensors the report names rounded to BF16), :func
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -613,8 +614,29 @@ def file_forms():
             "out_threshold": st.sampled_from(SIZE_THRESHOLDS),
             "out_data_name": st.sampled_from([None, "weights.bin"]),
             "out_beside_input": st.booleans(),
+            # how tensor bytes are read: None as shipped (small tensors in batches, the rest in 16 MB chunks
+            # through maps of the file); or every tensor of 16 bytes up in chunks of this many bytes
+            "chunk_bytes": st.sampled_from([None, 4096, 65536]),
+            "mapped": st.booleans(),
         }
     )
+
+
+@contextlib.contextmanager
+def reading_as(forms: dict):
+    """Read tensor bytes the way ``forms`` says (file_forms' chunk_bytes and mapped)."""
+    from unittest import mock
+
+    from olive_bf16_pass.io import source, streamer, writer
+
+    with contextlib.ExitStack() as stack:
+        if forms.get("chunk_bytes"):
+            stack.enter_context(mock.patch.object(streamer, "CHUNK_BYTES", forms["chunk_bytes"]))
+            stack.enter_context(mock.patch.object(source, "INLINE_LIMIT", 16))  # tensors of 4 floats up stay on disk
+            stack.enter_context(mock.patch.object(writer, "SMALL_BYTES", 0))  # and are read in chunks, not batches
+        if not forms.get("mapped", True):
+            stack.enter_context(mock.patch.object(streamer.Handles, "mapped", lambda *args: None))
+        yield
 
 
 # --- the command's contract on refused input (used by test_bad_input.py and test_hostile_input.py) ---------

@@ -9,7 +9,8 @@ their own initializer under one name (different values), sibling Constants with 
 Constant value tensors named "" or like an initializer elsewhere, function Constants named like
 main-graph initializers. ``file_forms`` saves each input as a single file or with onnx's external
 data (size thresholds 0/64/1024/4096, Constant values external or not) and writes the output
-either way, beside the input or elsewhere. ``test_large_tensors`` adds one tensor a little over a
+either way, beside the input or elsewhere, reading tensor bytes as shipped or all in small chunks,
+through maps of the file or with read(). ``test_large_tensors`` adds one tensor a little over a
 streaming chunk (16 MB), of varied values, so a chunk written at the wrong offset shows.
 
 Every example must:
@@ -51,6 +52,7 @@ from _fuzz_models import (
     canonical,
     file_forms,
     random_models,
+    reading_as,
     run_proto,
     run_session,
     save_input,
@@ -88,7 +90,9 @@ def _describe(forms: dict) -> str:
         if forms["out_external"]
         else "single-file output"
     )
-    return f"{src} -> {dst}{' beside the input' if forms['out_beside_input'] else ''}"
+    reading = f", read in {forms['chunk_bytes']}-byte chunks" if forms.get("chunk_bytes") else ""
+    reading += "" if forms.get("mapped", True) else " with read(), not maps"
+    return f"{src} -> {dst}{' beside the input' if forms['out_beside_input'] else ''}{reading}"
 
 
 def _convert_again(path_or_model, options, convert):
@@ -130,14 +134,15 @@ def check_example(model: onnx.ModelProto, options: ConversionOptions, forms: dic
     out_folder = folder if forms["out_beside_input"] else tmp / "out"
     out_folder.mkdir(exist_ok=True)
     dst = out_folder / "converted.onnx"
-    file_report = convert_file(
-        src,
-        dst,
-        options,
-        save_as_external_data=forms["out_external"],
-        external_data_name=forms["out_data_name"],
-        size_threshold=forms["out_threshold"],
-    )
+    with reading_as(forms):
+        file_report = convert_file(
+            src,
+            dst,
+            options,
+            save_as_external_data=forms["out_external"],
+            external_data_name=forms["out_data_name"],
+            size_threshold=forms["out_threshold"],
+        )
     assert {p: sha256(p) for p in inputs} == hashes, f"{what}: the conversion modified its input files"
     assert_data_is_own(dst, file_report.destination)
     onnx.checker.check_model(str(dst), full_check=True)

@@ -185,3 +185,22 @@ def test_fused_path_gives_the_general_paths_bits_and_figures(monkeypatch, roundi
         if rounding == "nearest_even" and saturate is False:
             nan = (bits & 0x7FFFFFFF) > 0x7F800000
             np.testing.assert_array_equal(fused[~nan], _ref(x)[~nan])
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3])
+def test_float32_at_an_odd_address_rounds_as_it_does_aligned(offset):
+    """A tensor read through a map of its file sits at whatever offset the file gives it: numpy's
+    loops would take their unaligned path, so the fused path rounds an aligned copy; bits and
+    figures are those of the aligned array, special values (general path) included."""
+    rng = np.random.default_rng(offset)
+    bits = rng.integers(0, 0xFFFFFFFF, size=(1 << 18) + 3, dtype=np.uint32)
+    bits[bits.size // 2] = 0x7FC00000  # one chunk goes to the general path
+    raw = np.zeros(bits.nbytes + offset, np.uint8)
+    raw[offset:] = bits.view(np.uint8)
+    odd = raw[offset:].view(np.float32)
+    assert not odd.flags.aligned
+    odd_stats, aligned_stats = RoundingStats(), RoundingStats()
+    got = float32_to_bfloat16_bits(odd, stats=odd_stats)
+    expected = float32_to_bfloat16_bits(bits.view(np.float32), stats=aligned_stats)
+    np.testing.assert_array_equal(got, expected)
+    assert odd_stats == aligned_stats
