@@ -92,8 +92,11 @@ class Handles:
         or None where the file can't be mapped so (a file system without mmap, a file short of those
         bytes): read it instead. The caller closes it; Windows can't replace a file while it is mapped."""
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        fileno = self._get(path).fileno()
         try:
-            return mmap.mmap(self._get(path).fileno(), offset + n - start, access=mmap.ACCESS_READ, offset=start)
+            if os.fstat(fileno).st_size < offset + n:  # never ask for more: Windows extends a file mapped past its end
+                return None
+            return mmap.mmap(fileno, offset + n - start, access=mmap.ACCESS_READ, offset=start)
         except (OSError, ValueError):
             return None
 

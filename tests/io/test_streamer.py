@@ -120,3 +120,21 @@ def test_a_chunk_that_fails_while_its_map_is_in_use_raises_its_own_error(tmp_pat
         convert_file(src, tmp_path / "out.onnx", ConversionOptions())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
     assert src.read_bytes() == before
+
+
+def test_a_map_is_never_asked_past_the_end_of_the_file(tmp_path):
+    """Windows extends a file that is mapped past its end (when the handle may write): a short file is
+    read instead, and the read says it ended early; the file is left as it was."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 300)  # 76,800 bytes: past one 64 KiB granule
+    handles = streamer.Handles("rb")
+    try:
+        whole = handles.mapped(data, 70_000, 6_800)
+        skip = 70_000 % streamer.mmap.ALLOCATIONGRANULARITY  # the map starts at the granule below
+        assert whole is not None and whole[skip : skip + 6_800] == data.read_bytes()[70_000:]
+        whole.close()
+        assert handles.mapped(data, 70_000, 6_801) is None
+        assert handles.mapped(data, 76_800, 1) is None
+    finally:
+        handles.close()
+    assert data.stat().st_size == 76_800
