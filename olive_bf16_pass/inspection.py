@@ -12,7 +12,7 @@ from olive_bf16_pass.io.source import SourceModel, external_info, read_model
 from olive_bf16_pass.opset import MIN_OPSET, main_opset
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.plan import Plan, make_plan
-from olive_bf16_pass.report import SkippedRecord, group_skipped, human_size
+from olive_bf16_pass.report import group_kept, human_size
 
 __all__ = ["inspect_model"]
 
@@ -22,7 +22,7 @@ def inspect_model(path: str | Path, options: ConversionOptions | None = None) ->
     """A dict of figures plus ``text``, a human rendering of them; ``options`` as ``convert`` would take them."""
     source = read_model(path)
     plan = make_plan(source.skeleton, options or ConversionOptions())
-    info = {"path": str(path), **_holdings(source), **_verdict(plan)}
+    info = {"path": str(path), **_holdings(source, plan), **_verdict(plan)}
     from olive_bf16_pass.vitisai.readiness import check_source  # the same verdict as olive-bf16 check's
 
     info["vitisai"] = check_source(source, plan.options, None, str(path), plan).to_dict()
@@ -30,16 +30,18 @@ def inspect_model(path: str | Path, options: ConversionOptions | None = None) ->
     return info
 
 
-def _holdings(source: SourceModel) -> dict:
+def _holdings(source: SourceModel, plan: Plan) -> dict:
     """What the file holds, as read (before any upgrade)."""
     model = source.model
-    nbytes: Counter = Counter()  # by data type number: named once at the end
-    tensors: Counter = Counter()
     external_files: Counter = Counter()
+    if plan.skeleton is source.skeleton:  # by data type number, every tensor once: named once at the end
+        nbytes, tensors = Counter(plan.tensor_bytes), Counter(plan.tensor_counts)
+    else:  # the plan is an opset upgrade's: the file's own tensors are counted here
+        nbytes, tensors = Counter(), Counter()
+        for tensor in traversal.iter_tensors(model, source.scopes):
+            nbytes[tensor.data_type] += traversal.expected_nbytes(tensor) or 0
+            tensors[tensor.data_type] += 1
     for tensor in traversal.iter_tensors(model, source.scopes):
-        data_type = tensor.data_type
-        nbytes[data_type] += traversal.expected_nbytes(tensor) or 0
-        tensors[data_type] += 1
         if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
             external_files[external_info(tensor)["location"]] += source.where(tensor)[2]
     by_dtype, count = _named(nbytes), _named(tensors)
@@ -67,7 +69,7 @@ def _named(by_type: Counter) -> Counter:
 
 def _verdict(plan: Plan) -> dict:
     """What convert would do: the plan's figures, under the names the JSON has always had."""
-    groups = group_skipped(SkippedRecord.of(k) for k in plan.kept)  # one record at a time: 100k tensors may be kept
+    groups = group_kept(plan.kept)
     return {
         "would_convert": len(plan.chosen),
         "would_keep": len(plan.kept),

@@ -30,8 +30,15 @@ class Plan:
     kept: list[Kept] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)  # one line each: the problem and the way out
     warnings: list[str] = field(default_factory=list)  # fields ONNX never reads (dropped), filters that match nothing
-    weight_bytes: int = 0  # every tensor's data, before
     opset_upgrade: list[int] | None = None  # [from, to] when the skeleton is an upgrade of the input
+    # every tensor of the skeleton, once, by data type number: how many, and the bytes of their data
+    tensor_counts: dict[int, int] = field(default_factory=dict)
+    tensor_bytes: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Every tensor's data, before."""
+        return sum(self.tensor_bytes.values())
 
     @property
     def saved_bytes(self) -> int:
@@ -65,11 +72,12 @@ def make_plan(skeleton: Skeleton, options: ConversionOptions) -> Plan:
             f"the model has sparse initializers ({', '.join(sparse[:3])}); they are not supported. "
             "Densify them first (onnx.numpy_helper / onnx-ir), then convert."
         )
-    unknown = validation.unknown_types(all_scopes)
+    found = definitions(all_scopes)
+    counts, nbytes = _tally(skeleton, found)
+    unknown = [] if counts.keys() <= validation.KNOWN_TYPES else validation.unknown_types(all_scopes)
     if unknown:
         more = f" ({len(unknown) - 1} more tensors have unknown types)" if len(unknown) > 1 else ""
         refusals.append(unknown[0] + more)
-    found = definitions(all_scopes)
     chosen, kept = selection.select(skeleton.model, all_scopes, found, options)
     kinds = {k.kind for k in kept}
     no_fp32 = not any(d.tensor.data_type == onnx.TensorProto.FLOAT for d in found)  # kept ones (too small) count
@@ -81,7 +89,7 @@ def make_plan(skeleton: Skeleton, options: ConversionOptions) -> Plan:
             "Convert the FP32 export instead."
         )
     warnings = [*skeleton.dropped, *_warnings(all_scopes, found, options)]
-    return Plan(skeleton, options, chosen, kept, refusals, warnings, _weight_bytes(skeleton, found), upgrade)
+    return Plan(skeleton, options, chosen, kept, refusals, warnings, upgrade, counts, nbytes)
 
 
 def _warnings(all_scopes, found: list[Definition], options: ConversionOptions) -> list[str]:
@@ -91,10 +99,19 @@ def _warnings(all_scopes, found: list[Definition], options: ConversionOptions) -
     return unmatched_filters(options, (d.name for d in found), (n.name for n in nodes), (n.op_type for n in nodes))
 
 
-def _weight_bytes(skeleton: Skeleton, found: list[Definition]) -> int:
-    """Bytes of every tensor's data; the definitions' sizes are known already."""
-    total = sum(expected_nbytes(d.tensor, d.size) or 0 for d in found)
+def _tally(skeleton: Skeleton, found: list[Definition]) -> tuple[dict[int, int], dict[int, int]]:
+    """Every tensor's count and data bytes by data type: the definitions' sizes are known already."""
+    counts: dict[int, int] = {}
+    nbytes: dict[int, int] = {}
+    for d in found:
+        data_type = d.tensor.data_type
+        counts[data_type] = counts.get(data_type, 0) + 1
+        nbytes[data_type] = nbytes.get(data_type, 0) + (expected_nbytes(d.tensor, d.size) or 0)
     defined = {id(d.tensor) for d in found}
-    return total + sum(
-        expected_nbytes(t) or 0 for s in skeleton.scopes for t in s.attribute_tensors if id(t) not in defined
-    )
+    for scope in skeleton.scopes:
+        for tensor in scope.attribute_tensors:
+            if id(tensor) not in defined:
+                data_type = tensor.data_type
+                counts[data_type] = counts.get(data_type, 0) + 1
+                nbytes[data_type] = nbytes.get(data_type, 0) + (expected_nbytes(tensor) or 0)
+    return counts, nbytes

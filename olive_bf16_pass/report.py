@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from olive_bf16_pass.plan import Plan
     from olive_bf16_pass.selection import Kept
 
-__all__ = ["Report", "SkipGroup", "SkippedRecord", "TensorRecord", "group_skipped", "human_size"]
+__all__ = ["Report", "SkipGroup", "SkippedRecord", "TensorRecord", "group_kept", "group_skipped", "human_size"]
 
 _GROUPS_SHOWN = 8
 
@@ -52,6 +52,26 @@ def group_skipped(skipped: Iterable[SkippedRecord]) -> list[SkipGroup]:
         group.count += 1
         group.bytes += s.bytes
         group.names.append(s.name)
+    return sorted(groups.values(), key=lambda g: (-g.bytes, -g.count, g.reason))
+
+
+def group_kept(kept: Iterable[Kept]) -> list[SkipGroup]:
+    """``group_skipped`` of a plan's kept tensors, without a record each: a model may keep 100,000."""
+    by_kind: dict[tuple, SkipGroup] = {}
+    for k in kept:
+        d = k.definition
+        key = (k.kind, k.group_detail)
+        group = by_kind.get(key) or by_kind.setdefault(key, SkipGroup(""))
+        group.count += 1
+        group.bytes += expected_nbytes(d.tensor, d.size) or 0
+        group.names.append(d.name)
+    groups: dict[tuple[str, str], SkipGroup] = {}  # a kind's words may not name its detail: merged as records are
+    for (kind, detail), part in by_kind.items():
+        reason = kind.group.format(detail)
+        group = groups.setdefault((kind.key, reason), SkipGroup(reason))
+        group.count += part.count
+        group.bytes += part.bytes
+        group.names += part.names
     return sorted(groups.values(), key=lambda g: (-g.bytes, -g.count, g.reason))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, data_type_name
+from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, bind_uses, data_type_name
 
 __all__ = ["FLOAT32_ONLY_INPUTS", "KeepKind", "Kept", "select"]
 
@@ -61,7 +61,7 @@ class KeepKind(enum.Enum):
 _REDUCIBLE = (onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT16)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)  # not frozen: a frozen dataclass costs twice as much to make, 100,000 times
 class Kept:
     """A tensor that stays as it is: why (``kind``), and the detail that varies (node, count, dtype)."""
 
@@ -85,16 +85,30 @@ class Kept:
 def select(
     model: onnx.ModelProto, all_scopes: list[Scope], found: list[Definition], options: ConversionOptions
 ) -> tuple[list[Definition], list[Kept]]:
-    """The definitions that convert, and those kept (weights only: shape and index constants are left out)."""
+    """The definitions that convert, and those kept (weights only: shape and index constants are left out).
+
+    The tensor's own rules first; the node inputs that read it are bound only for the tensors those
+    rules leave, so a model whose tensors are all too small never walks its nodes' inputs."""
     graph_inputs = {i.name for i in model.graph.input}
     graph_outputs = {o.name for scope in all_scopes for o in scope.body.output if not isinstance(o, str)}
     graph_outputs.update(o for scope in all_scopes if scope.is_function for o in scope.body.output)
-    chosen: list[Definition] = []
-    kept: list[Kept] = []
     main = all_scopes[0]
+    decisions: list[Kept | None] = []
+    undecided: list[int] = []  # places in ``found`` whose uses decide
     for definition in found:
         is_input = definition.scope is main and definition.node is None and definition.name in graph_inputs
-        decision = _keep(definition, options, is_input, graph_outputs)
+        decision = _keep_by_tensor(definition, options, is_input, graph_outputs)
+        if decision is _BY_USES:
+            undecided.append(len(decisions))
+            decision = None
+        decisions.append(decision)
+    if undecided:
+        bind_uses(all_scopes, found)
+        for place in undecided:
+            decisions[place] = _keep_by_uses(found[place], options)
+    chosen: list[Definition] = []
+    kept: list[Kept] = []
+    for definition, decision in zip(found, decisions):
         if decision is None:
             chosen.append(definition)
         elif definition.node is None or definition.tensor.data_type in _REDUCIBLE:
@@ -102,15 +116,18 @@ def select(
     return chosen, kept
 
 
-def _keep(d: Definition, options: ConversionOptions, is_graph_input: bool, graph_outputs: set[str]) -> Kept | None:
-    """Why ``d`` stays as it is, or None when it converts."""
+_BY_USES = object()  # the tensor's own rules let it convert: the nodes that read it decide
+
+
+def _keep_by_tensor(d: Definition, options: ConversionOptions, is_graph_input: bool, graph_outputs: set[str]):
+    """Why ``d`` stays as it is, judged by the tensor alone; ``_BY_USES`` when that is not enough."""
     t = d.tensor
     if t.data_type != onnx.TensorProto.FLOAT:
         if t.data_type == onnx.TensorProto.BFLOAT16:
             return Kept(d, KeepKind.ALREADY_BF16)
         dtype = data_type_name(t.data_type)
         return Kept(d, KeepKind.OTHER_DTYPE, group_detail=dtype)
-    if d.kind == "constant" and not options.convert_constants:
+    if d.node is not None and not options.convert_constants:
         return Kept(d, KeepKind.CONSTANTS_OFF)
     if options.include_initializers is not None and d.name not in options.include_initializers:
         return Kept(d, KeepKind.NOT_INCLUDED)
@@ -122,6 +139,11 @@ def _keep(d: Definition, options: ConversionOptions, is_graph_input: bool, graph
         return Kept(d, KeepKind.GRAPH_INPUT)
     if d.name in graph_outputs:
         return Kept(d, KeepKind.GRAPH_OUTPUT)
+    return _BY_USES
+
+
+def _keep_by_uses(d: Definition, options: ConversionOptions) -> Kept | None:
+    """Why ``d`` stays as it is, judged by the nodes that read it, or None when it converts."""
     if not d.uses:
         return Kept(d, KeepKind.UNUSED)
     for use in d.uses:

@@ -18,7 +18,7 @@ import numpy as np
 from olive_bf16_pass import lean_onnx as onnx
 
 __all__ = [
-    "ATTRIBUTE_FIELDS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "constant_value",
+    "ATTRIBUTE_FIELDS", "BYTE_WIDTHS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "bind_uses", "constant_value",
     "data_type_name", "definitions", "elements", "expected_nbytes", "iter_tensors", "names_in", "scopes", "settle_attributes",
 ]
 
@@ -74,8 +74,9 @@ class Definition:
     tensor: onnx.TensorProto
     scope: Scope
     node: onnx.NodeProto | None = None  # the Constant node, for constants
-    uses: list[Use] = field(default_factory=list)
+    uses: list[Use] | None = None  # the node inputs that read it: bound by ``bind_uses`` when they are asked for
     size: int = field(kw_only=True)  # elements, counted once: upb builds the dims list on every read
+    index: int = field(default=-1, kw_only=True)  # the Constant node's place in its scope's nodes
 
     @property
     def kind(self) -> str:
@@ -95,13 +96,23 @@ class Skeleton:
     def of(cls, model: onnx.ModelProto, dropped: list[str] | None = None) -> Skeleton:
         return cls(model, scopes(model), list(dropped or ()))
 
+    @classmethod
+    def read(cls, model: onnx.ModelProto) -> Skeleton:
+        """The skeleton of a model as it came: its attributes settled (``settle_attributes``) on the walk
+        that finds its scopes, so every tensor left is one the walk finds."""
+        dropped: list[str] = []
+        return cls(model, scopes(model, dropped), dropped)
 
-def scopes(model: onnx.ModelProto) -> list[Scope]:
+
+def scopes(model: onnx.ModelProto, settled: list[str] | None = None) -> list[Scope]:
     """The main graph, its subgraphs, then each local function and its subgraphs, parents first.
 
     Iterative: the nesting depth is the model author's, not ours to bound by Python's stack. An
     attribute is read by its declared type only (``settle_attributes`` has dropped the rest).
+    ``settled``: settle each attribute on the way (one walk, not two), adding what is dropped to it.
     """
+    if settled is not None:
+        _settle_model(model, settled)
     found: list[Scope] = []
     roots = [(model.graph, "graph")]
     for function in model.functions:
@@ -118,7 +129,12 @@ def scopes(model: onnx.ModelProto) -> list[Scope]:
         if not scope.is_function:
             scope.sparse_tensors.extend(body.sparse_initializer)
         for index, node in enumerate(body.node):
-            for attr in node.attribute:
+            attributes = node.attribute
+            if not attributes:  # most nodes: the cheap test first
+                continue
+            for attr in attributes:
+                if settled is not None:
+                    _settle(node, attr, settled)
                 kind = attr.type
                 if kind == _TENSOR:
                     held.append(attr.t)
@@ -159,36 +175,35 @@ def settle_attributes(model: onnx.ModelProto) -> list[str]:
     in ``t`` of a FLOAT attribute) is never read by ONNX Runtime or onnx, so it is cleared; an
     attribute with no type (IR 1) gets the type of the one field it holds. ``training_info`` is not
     run for inference, and its tensors are not carried: it is cleared too. Returns one line per
-    field dropped, for a warning. Iterative, like ``scopes``.
+    field dropped, for a warning. ``Skeleton.read`` does the same on its walk.
     """
     dropped: list[str] = []
-    stack: list = [model.graph, *model.functions]
-    while stack:
-        body = stack.pop()
-        for node in body.node:
-            for attr in node.attribute:
-                held = [name for name in _TYPE_OF_FIELD if _holds(attr, name)]
-                if not held:
-                    continue
-                if attr.type == onnx.AttributeProto.UNDEFINED and len(held) == 1:
-                    attr.type = _TYPE_OF_FIELD[held[0]]
-                used = ATTRIBUTE_FIELDS.get(attr.type)
-                for name in held:
-                    if name != used:
-                        attr.ClearField(name)
-                        kind = onnx.AttributeProto.AttributeType.Name(attr.type) if attr.type else "without a type"
-                        dropped.append(
-                            f"attribute {attr.name!r} of {node.op_type} node {node.name!r} is {kind} but also holds "
-                            f"a {name} field, which ONNX never reads; dropped it"
-                        )
-                if attr.type == _GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == _GRAPHS:
-                    stack.extend(attr.graphs)
+    scopes(model, dropped)
+    return dropped
+
+
+def _settle_model(model: onnx.ModelProto, dropped: list[str]) -> None:
     if len(model.training_info):
         model.ClearField("training_info")
         dropped.append("the model's training_info (training graphs, which inference never runs) was dropped")
-    return dropped
+
+
+def _settle(node: onnx.NodeProto, attr: onnx.AttributeProto, dropped: list[str]) -> None:
+    """One attribute of ``settle_attributes``: before its graphs are walked."""
+    held = [name for name in _TYPE_OF_FIELD if _holds(attr, name)]
+    if not held:
+        return
+    if attr.type == onnx.AttributeProto.UNDEFINED and len(held) == 1:
+        attr.type = _TYPE_OF_FIELD[held[0]]
+    used = ATTRIBUTE_FIELDS.get(attr.type)
+    for name in held:
+        if name != used:
+            attr.ClearField(name)
+            kind = onnx.AttributeProto.AttributeType.Name(attr.type) if attr.type else "without a type"
+            dropped.append(
+                f"attribute {attr.name!r} of {node.op_type} node {node.name!r} is {kind} but also holds "
+                f"a {name} field, which ONNX never reads; dropped it"
+            )
 
 
 def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
@@ -201,31 +216,50 @@ def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 
 def definitions(all_scopes: list[Scope]) -> list[Definition]:
-    """Every initializer and Constant value, each with the node inputs that really read it.
+    """Every initializer and Constant value, scope by scope in node order; their uses are bound
+    (``bind_uses``) only when something asks for them: a model of 100,000 tiny tensors needs none."""
+    found: list[Definition] = []
+    add = found.append
+    for scope in all_scopes:
+        for tensor in scope.initializers:
+            add(Definition(tensor.name, tensor, scope, size=math.prod(tensor.dims)))
+        for index, node in enumerate(scope.body.node):
+            if node.op_type == "Constant" and node.output and node.output[0]:
+                value = constant_value(node)
+                if value is not None:
+                    add(Definition(node.output[0], value, scope, node, size=math.prod(value.dims), index=index))
+    return found
+
+
+def bind_uses(all_scopes: list[Scope], found: list[Definition]) -> None:
+    """Give each of ``found`` (all of ``definitions(all_scopes)``) the node inputs that really read it.
 
     One pass, parents before children and nodes in topological order, so a name is bound when
     it is read: to this scope's definition, or else to the nearest enclosing scope's.
     """
-    found: list[Definition] = []
+    if all(d.uses is not None for d in found):
+        return
+    by_scope: dict[int, list[Definition]] = {}
+    for definition in found:
+        definition.uses = []
+        by_scope.setdefault(id(definition.scope), []).append(definition)
     declared: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
     data_in: dict[int, dict[str, Definition]] = {}  # id(scope) -> its data definitions by name
     parents = {id(scope.parent) for scope in all_scopes if scope.parent is not None}
     for scope in all_scopes:
         body = scope.body
         names = set(body.input) if scope.is_function else {v.name for v in body.input}
-        data: dict[str, Definition] = {}
+        mine = by_scope.get(id(scope), ())
+        data = {d.name: d for d in mine if d.node is None}
+        constants = {d.index: d for d in mine if d.node is not None}
         declared[id(scope)], data_in[id(scope)] = names, data
-        for tensor in scope.initializers:
-            definition = Definition(tensor.name, tensor, scope, size=math.prod(tensor.dims))
-            found.append(definition)
-            data[definition.name] = definition
         names.update(data)
         # a scope's other names matter only where a name may come from outside (a subgraph) or be
         # looked up from inside (a scope with subgraphs); a plain graph reads its own data or nothing
         nested = scope.parent is not None or id(scope) in parents
         bound, seen = data.get, names.update
-        for node in body.node:
-            for index, name in enumerate(node.input):
+        for index, node in enumerate(body.node):
+            for position, name in enumerate(node.input):
                 definition = bound(name)
                 if definition is None:
                     if not nested or not name or name in names:
@@ -234,18 +268,13 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
                     definition = None if owner is None else data_in[id(owner)].get(name)
                     if definition is None:
                         continue
-                definition.uses.append(Use(scope, node, index))
+                definition.uses.append(Use(scope, node, position))
             if nested:
                 seen(node.output)
-            if node.op_type == "Constant" and node.output and node.output[0]:
-                value = constant_value(node)
-                if value is not None:
-                    name = node.output[0]
-                    definition = Definition(name, value, scope, node, size=math.prod(value.dims))
-                    found.append(definition)
-                    data[name] = definition
-                    names.add(name)
-    return found
+            constant = constants.get(index)
+            if constant is not None:
+                data[constant.name] = constant
+                names.add(constant.name)
 
 
 def names_in(scope: Scope) -> list[str]:
@@ -303,6 +332,8 @@ _KNOWN_BITS: dict[int, int] = {
     _T.STRING: 0, _T.UNDEFINED: 0,
 }
 _BITS = dict(_KNOWN_BITS)  # and the others, once asked
+# bytes per element of the types whose elements are whole bytes: a size test that needs no rounding
+BYTE_WIDTHS: dict[int, int] = {data_type: bits // 8 for data_type, bits in _KNOWN_BITS.items() if bits and bits % 8 == 0}
 
 
 def _bits_of(data_type: int) -> int:

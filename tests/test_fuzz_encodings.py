@@ -102,7 +102,7 @@ def hostile_models(draw):
     return {
         "seed": draw(st.integers(0, 3)),
         "W": draw(st.sampled_from(ENCODINGS)),
-        "b": draw(st.sampled_from(("raw", "float_data"))),
+        "b": draw(st.sampled_from(("raw", "float_data", "both"))),  # b stays inline: the main graph's quick check
         "ints": draw(st.sampled_from(("raw", "typed"))),
         "stray": draw(st.sampled_from(STRAYS)),
         "sparse": draw(st.sampled_from(SPARSE)),
@@ -204,6 +204,9 @@ SEEDS = [
          flags=["--storage", "float32"]),
     dict(seed=2, W="raw", b="float_data", ints="typed", stray="none", sparse="none", depth=1, duplicate=False,
          name="m.onnx", flags=["--external-data"]),
+    # a small tensor's values twice, in the main graph, every other tensor raw: the one-call quick check must see it
+    dict(seed=3, W="raw", b="both", stray="none", sparse="none", depth=0, duplicate=False, name="m.onnx",
+         flags=["--min-elements", "1"]),
 ]
 
 
@@ -225,4 +228,4 @@ def test_the_seeds_cover_every_class():
     assert {s["stray"] for s in SEEDS} > {"none"} and {s["sparse"] for s in SEEDS} >= {"external", "inline"}
     assert {s["W"] for s in SEEDS} >= {"both", "float_data", "external"} and any(s["duplicate"] for s in SEEDS)
     assert any(isinstance(s["name"], bytes) for s in SEEDS) and any(s["depth"] for s in SEEDS)
-    assert any(s.get("ints") == "typed" for s in SEEDS)
+    assert any(s.get("ints") == "typed" for s in SEEDS) and any(s["b"] == "both" for s in SEEDS)

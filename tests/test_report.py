@@ -5,7 +5,7 @@ from onnx import TensorProto, helper
 from helpers import make_model, rand, tensor
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.plan import make_plan
-from olive_bf16_pass.report import Report, SkippedRecord, group_skipped
+from olive_bf16_pass.report import Report, SkippedRecord, group_kept, group_skipped
 from olive_bf16_pass.selection import KeepKind
 from olive_bf16_pass.traversal import Skeleton
 
@@ -53,6 +53,14 @@ def test_reasons_group_by_kind_without_the_node_or_the_size():
     groups = {g.reason: g.count for g in group_skipped(records)}
     assert groups["input of an op_block_list node"] == 2
     assert {r.kind for r in records} == {"op_block_list", "too_small", "dtype"}
+
+
+def test_kept_tensors_group_as_their_records_do():
+    """inspect groups the plan's kept tensors without a record each: the same groups, names and bytes."""
+    plan = make_plan(Skeleton.of(_blocked_model()), ConversionOptions(op_block_list=["MatMul"]))
+    fast = group_kept(plan.kept)
+    assert len(fast) >= 3
+    assert [vars(g) for g in fast] == [vars(g) for g in group_skipped(SkippedRecord.of(k) for k in plan.kept)]
 
 
 def test_groups_count_bytes_and_keep_every_name_largest_first():

@@ -208,3 +208,47 @@ def test_two_processes_write_the_same_bytes(tmp_path):
                        cwd=ROOT, capture_output=True)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
+
+
+def _count_checks(monkeypatch) -> list:
+    from olive_bf16_pass import guards
+
+    calls: list = []
+    real = guards.check_output
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(guards, "check_output", counted)
+    return calls
+
+
+def test_a_conversion_that_writes_the_input_bytes_is_not_checked_again(tmp_path, monkeypatch):
+    """The output is the input, byte for byte: it has no fault the input lacks, so the full checker (a
+    second on 100,000 nodes) is skipped; a conversion that converts, or rewrites, is checked."""
+    calls = _count_checks(monkeypatch)
+    onnx.save(matmul_model(64), tmp_path / "model.onnx")
+    done = _convert(tmp_path / "model.onnx", tmp_path / "first", ConversionOptions(min_elements=1))
+    assert done.converted and len(calls) == 1
+    again = _convert(tmp_path / "first" / "out.onnx", tmp_path / "again", ConversionOptions(min_elements=1))
+    assert again.converted == [] and len(calls) == 1 and again.input_fails_checker is None
+    assert (tmp_path / "again" / "out.onnx").read_bytes() == (tmp_path / "first" / "out.onnx").read_bytes()
+    (tmp_path / "odd").mkdir()
+    odd = tmp_path / "odd" / "model.onnx"  # nothing to convert, but not protobuf's own order: rewritten, so checked
+    odd.write_bytes(_reversed_order(onnx.load(tmp_path / "first" / "out.onnx")))
+    rewritten = _convert(odd, tmp_path / "canonical", ConversionOptions(min_elements=1))
+    assert rewritten.converted == [] and len(calls) == 2
+    assert (tmp_path / "canonical" / "out.onnx").read_bytes() != odd.read_bytes()
+
+
+def test_a_no_op_conversion_of_a_model_failing_the_checker_copies_it(tmp_path):
+    """Nothing converts and the bytes are the input's: the output carries the input's fault and no other."""
+    model = matmul_model(64)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((3,), np.float32), "W"))
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, tmp_path / "model.onnx")
+    report = _convert(tmp_path / "model.onnx", tmp_path / "out")
+    assert report.converted == []
+    assert (tmp_path / "out" / "out.onnx").read_bytes() == (tmp_path / "model.onnx").read_bytes()

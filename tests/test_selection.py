@@ -101,3 +101,40 @@ def test_constant_nodes_are_candidates_unless_turned_off():
     assert chosen == {"C"}
     chosen, skipped = _reasons(model, convert_constants=False)
     assert chosen == set() and "convert_constants is off" in skipped["C"]
+
+
+def test_uses_are_bound_only_when_the_tensor_rules_leave_a_candidate():
+    """A model whose tensors all fail the tensor's own rules never walks its nodes' inputs (100,000 tiny
+    tensors cost no Use each); one candidate binds them all, and its uses decide."""
+    model = embedding_mlp(vocab=64, hidden=32)
+    all_scopes = scopes(model)
+    found = definitions(all_scopes)
+    chosen, kept = select(model, all_scopes, found, ConversionOptions(min_elements=1 << 20))
+    assert chosen == [] and len(kept) == len(found) and all(d.uses is None for d in found)
+    found = definitions(all_scopes)
+    chosen, _ = select(model, all_scopes, found, ConversionOptions(op_block_list=["Gather"]))
+    assert all(d.uses is not None for d in found)
+    uses = {d.name: sorted(u.node.name for u in d.uses) for d in found}
+    assert uses["W1"] == ["fc1", "fc1_shared"] and uses["E"] == ["embed"] and {c.name for c in chosen} == {"W1", "W2"}
+
+
+def test_a_constant_binds_from_its_node_on_not_before():
+    """Uses are bound in node order: a read before a Constant defines a name binds to the enclosing scope."""
+    inner = helper.make_graph(
+        [helper.make_node("Add", ["x", "K"], ["early"]),
+         helper.make_node("Constant", [], ["K"], value=tensor("K_value", rand((4,), 1))),
+         helper.make_node("Add", ["early", "K"], ["y_then"])],
+        "then", [], [helper.make_tensor_value_info("y_then", TensorProto.FLOAT, [4])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y_else"])], "else", [],
+                              [helper.make_tensor_value_info("y_else", TensorProto.FLOAT, [4])])
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=other)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [tensor("K", rand((4,), 2))]))
+    all_scopes = scopes(model)
+    found = definitions(all_scopes)
+    select(model, all_scopes, found, ConversionOptions(min_elements=1, convert_constants=True))
+    outer, constant = (d for d in found if d.name == "K")
+    assert outer.node is None and constant.node is not None
+    assert [u.node.output[0] for u in outer.uses] == ["early"]
+    assert [u.node.output[0] for u in constant.uses] == ["y_then"]

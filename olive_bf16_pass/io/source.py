@@ -32,7 +32,8 @@ from olive_bf16_pass.io.wire import (
 )
 from olive_bf16_pass.protowire import Truncated
 from olive_bf16_pass.strict_text import all_text_is_utf8
-from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors, settle_attributes
+from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors
+from olive_bf16_pass.typed_data import main_initializers_are_untyped
 
 __all__ = ["INLINE_LIMIT", "SourceModel", "external_info", "location_parts", "read_model", "resolve_external"]
 
@@ -132,6 +133,7 @@ def read_model(path: str | os.PathLike) -> SourceModel:
             scanner = SkeletonScanner(buf, INLINE_LIMIT)
             raw = scanner.scan()
         text_is_utf8 = all_text_is_utf8(raw)  # before the real parse: the two never hold memory at once
+        untyped = main_initializers_are_untyped(raw)
         model = onnx.ModelProto()
         model.ParseFromString(raw)
     except UnicodeDecodeError as exc:  # protobuf runtimes that validate strings while parsing
@@ -147,11 +149,11 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         raise ConversionError(not_onnx) from exc
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ConversionError(not_onnx)
-    skeleton = Skeleton.of(model, settle_attributes(model))  # every tensor left is one the walk finds
+    skeleton = Skeleton.read(model)  # every tensor left is one the walk finds
     if not text_is_utf8:  # before any name is used: locations are names too
         validation.check_names(model, skeleton.scopes, f"{path}: ")
         validation.check_text(model, f"{path}: ")
-    validation.check_inline_data(skeleton.scopes, f"{path}: ")
+    validation.check_inline_data(skeleton.scopes, f"{path}: ", untyped)
     validation.check_single_definitions(skeleton.scopes, f"{path}: ")
     validation.check_sparse_inline(skeleton.scopes, f"{path}: ")
     lifted = frozenset(scanner.spans)  # (offset, length) of raw_data the scanner left in the model file

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SIZE_THRESHOLD = 1024  # bytes, as onnx.save and Olive's size_threshold default
 PROTOBUF_LIMIT = 2**31 - 1  # a single-file model must serialize below 2 GB
+_COMPARE_BYTES = 1 << 20
 _ALIGN = 4096  # external data offsets: page-aligned, so runtimes may map them
 # Non-float tensors under this many bytes stay in the .onnx whatever size_threshold says:
 # ONNX Runtime cannot shape-infer through external shape/axes tensors ("Cannot parse data from
@@ -84,6 +85,18 @@ class Staged:
 
     def place(self) -> None:
         self.destination.put_in_place(self.temps)
+
+    def same_as(self, file: Path) -> bool:
+        """Whether the output is one file holding exactly ``file``'s bytes: a conversion that changed nothing."""
+        if len(self.temps) != 1 or self.model.stat().st_size != file.stat().st_size:
+            return False
+        with open(self.model, "rb") as ours, open(file, "rb") as theirs:
+            while True:
+                chunk = ours.read(_COMPARE_BYTES)
+                if chunk != theirs.read(_COMPARE_BYTES):
+                    return False
+                if not chunk:
+                    return True
 
 
 def write_model(

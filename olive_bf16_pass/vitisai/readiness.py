@@ -15,6 +15,7 @@ external data fails); operators.py and npu.py for the table and the NPU generati
 from __future__ import annotations
 
 import json
+import operator
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ AS_IS = ConversionOptions(storage="float32")
 AMD_OPSET = 17  # AMD's BF16 samples export at opset 17
 SIZE_LIMIT = 2 << 30  # the EP loads single-file models under 2 GB (RyzenAI-SW #320)
 _SAMPLE_INPUT_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.FLOAT)
+_FLOAT16 = onnx.TensorProto.FLOAT16
 _QUANTIZED_TYPES = frozenset({
     onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
     onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2,
@@ -110,16 +112,18 @@ def check_source(source: SourceModel, options: ConversionOptions,
     block, warn = verdict.blockers.append, verdict.warnings.append
     for line in plan.refusals:
         block(Finding("refused", f"convert refuses this model: {line}"))
-    _shapes(source.model, block)
+    feeds = _feeds(source.model)
+    ops = Counter(op for s in source.scopes for op in map(_DOMAIN_AND_OP, s.body.node))  # one walk of the nodes
+    _shapes(feeds, block)
     _size(source, plan, block)
     opset = main_opset(source.model)
     if opset is not None and opset < AMD_OPSET:
         block(Finding("opset", f"ONNX opset {opset}: AMD's BF16 samples export at opset {AMD_OPSET}. Export again "
                                f"with opset {AMD_OPSET} (torch.onnx.export(..., opset_version={AMD_OPSET}); Olive's "
                                f"OnnxConversion target_opset: {AMD_OPSET})."))
-    _input_types(source.model, warn)
-    _weights(source, plan, block)
-    _operators(source, warn)
+    _input_types(feeds, warn)
+    _weights(source, plan, ops, block)
+    _operators(ops, warn)
     _layout(plan, warn)
     if detect_npu is not None:
         verdict.npu = detect_npu()
@@ -138,12 +142,20 @@ def _dims(value: onnx.ValueInfoProto) -> list[str] | None:
     return [d.dim_param or "?" for d in t.shape.dim if not d.HasField("dim_value")]
 
 
-def _shapes(model: onnx.ModelProto, block) -> None:
-    initializers = {t.name for t in model.graph.initializer}
+_DOMAIN_AND_OP = operator.attrgetter("domain", "op_type")
+
+
+def _feeds(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs a caller feeds: those without an initializer of their name."""
+    inputs = list(model.graph.input)
+    names = {value.name for value in inputs}
+    initialized = {name for t in model.graph.initializer if (name := t.name) in names}
+    return [value for value in inputs if value.name not in initialized]
+
+
+def _shapes(feeds: list[onnx.ValueInfoProto], block) -> None:
     dynamic: dict[str, list[str]] = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    for value in feeds:
         dims = _dims(value)
         if dims is None:
             dynamic[value.name] = ["(no shape)"]
@@ -180,25 +192,28 @@ def _size(source: SourceModel, plan: Plan, block) -> None:
                                    "2 GB or more (RyzenAI-SW #320). " + way_out))
 
 
-def _input_types(model: onnx.ModelProto, warn) -> None:
-    initializers = {t.name for t in model.graph.initializer}
-    odd = [f"{v.name} ({data_type_name(v.type.tensor_type.elem_type)})" for v in model.graph.input
-           if v.name not in initializers and v.type.tensor_type.elem_type not in _SAMPLE_INPUT_TYPES]
+def _input_types(feeds: list[onnx.ValueInfoProto], warn) -> None:
+    odd = [f"{v.name} ({data_type_name(v.type.tensor_type.elem_type)})" for v in feeds
+           if v.type.tensor_type.elem_type not in _SAMPLE_INPUT_TYPES]
     if odd:
         warn(Finding("input_type", f"input types AMD's BF16 samples do not use: {', '.join(odd)}; they take int64 "
                                    "input_ids / attention_mask (or float32 tensors). Export with int64 inputs if "
                                    "the compile fails."))
 
 
-def _weights(source: SourceModel, plan: Plan, block) -> None:
-    fp16 = [k.definition.name for k in plan.kept
-            if k.kind is KeepKind.OTHER_DTYPE and k.definition.tensor.data_type == onnx.TensorProto.FLOAT16]
+def _weights(source: SourceModel, plan: Plan, ops: Counter, block) -> None:
+    fp16 = [k.definition.name for k in plan.kept if k.kind is KeepKind.OTHER_DTYPE
+            and k.definition.tensor.data_type == onnx.TensorProto.FLOAT16] if _FLOAT16 in plan.tensor_counts else []
     if fp16 and not any("float16" in r for r in plan.refusals):
         block(Finding("float16_weights", f"{len(fp16)} float16 weights ({', '.join(fp16[:3])}) are mixed in: "
                                          "no AMD BF16 sample mixes FP16 and BF16. Convert from the FP32 export "
                                          "(drop the FP16 pass)."))
-    quantized = sorted({t.name for s in source.scopes for t in s.initializers if t.data_type in _QUANTIZED_TYPES})
-    qops = Counter(n.op_type for s in source.scopes for n in s.body.node if n.op_type in _QUANTIZE_OPS)
+    quantized = sorted({t.name for s in source.scopes for t in s.initializers if t.data_type in _QUANTIZED_TYPES}
+                       if _QUANTIZED_TYPES & plan.tensor_counts.keys() else ())  # the plan's tally: none, no walk
+    qops: Counter = Counter()
+    for (_, op_type), count in ops.items():
+        if op_type in _QUANTIZE_OPS:
+            qops[op_type] += count
     if quantized or qops:
         what = ", ".join(f"{op} x{n}" for op, n in qops.most_common(3)) or ", ".join(quantized[:3])
         block(Finding("quantized_weights", f"quantized weights or ops are mixed in ({what}): the BF16 flow takes a "
@@ -206,8 +221,7 @@ def _weights(source: SourceModel, plan: Plan, block) -> None:
                                            "export, before any quantization."))
 
 
-def _operators(source: SourceModel, warn) -> None:
-    ops = Counter((n.domain, n.op_type) for s in source.scopes for n in s.body.node)
+def _operators(ops: Counter, warn) -> None:
     outside = outside_table(ops)
     if not outside:
         return
