@@ -14,9 +14,10 @@ import mmap
 from pathlib import Path
 
 from olive_bf16_pass import lean_onnx as onnx
+from olive_bf16_pass.dtypes import expected_nbytes
 from olive_bf16_pass.io.source import INLINE_LIMIT
 from olive_bf16_pass.io.wire import SkeletonScanner
-from olive_bf16_pass.traversal import constant_value, expected_nbytes, scopes
+from olive_bf16_pass.traversal import constant_value, scopes
 from olive_bf16_pass.validation import TYPED_FIELDS
 
 __all__ = ["check", "check_written", "structure_only"]

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from olive_bf16_pass import graph, guards, traversal, validation
+from olive_bf16_pass import graph, guards, strict_text, traversal, validation
 from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.gc_pause import gc_paused
@@ -33,7 +33,7 @@ def convert_model(model: onnx.ModelProto, options: ConversionOptions | None = No
     started = time.perf_counter()
     work = _copy(model)
     skeleton = traversal.Skeleton.read(work)
-    validation.check_names(skeleton.model, skeleton.scopes)  # a file's names and data are checked when it is read
+    strict_text.check_names(skeleton.model, skeleton.scopes)  # a file's names and data are checked when it is read
     validation.check_inline_data(skeleton.scopes)
     validation.check_single_definitions(skeleton.scopes)
     plan = guards.checked_plan(skeleton, options)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from olive_bf16_pass import dtypes, traversal
 from olive_bf16_pass import lean_onnx as onnx
-from olive_bf16_pass import traversal
 from olive_bf16_pass.gc_pause import gc_paused
 from olive_bf16_pass.io.source import SourceModel, external_info, read_model
 from olive_bf16_pass.opset import MIN_OPSET, main_opset
@@ -39,7 +39,7 @@ def _holdings(source: SourceModel, plan: Plan) -> dict:
     else:  # the plan is an opset upgrade's: the file's own tensors are counted here
         nbytes, tensors = Counter(), Counter()
         for tensor in traversal.iter_tensors(model, source.scopes):
-            nbytes[tensor.data_type] += traversal.expected_nbytes(tensor) or 0
+            nbytes[tensor.data_type] += dtypes.expected_nbytes(tensor) or 0
             tensors[tensor.data_type] += 1
     for tensor in traversal.iter_tensors(model, source.scopes):
         if tensor.data_location == onnx.TensorProto.EXTERNAL and source.where(tensor)[0] != source.file:
@@ -63,7 +63,7 @@ def _holdings(source: SourceModel, plan: Plan) -> dict:
 def _named(by_type: Counter) -> Counter:
     named: Counter = Counter()
     for data_type, value in by_type.items():
-        named[traversal.data_type_name(data_type)] += value
+        named[dtypes.data_type_name(data_type)] += value
     return named
 
 

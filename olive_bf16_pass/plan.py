@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass import opset, selection, validation
+from olive_bf16_pass.dtypes import expected_nbytes
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.filters import unmatched_filters
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.selection import KeepKind, Kept
-from olive_bf16_pass.traversal import Definition, Skeleton, definitions, expected_nbytes
+from olive_bf16_pass.selection import KeepKind, KeptTensors
+from olive_bf16_pass.traversal import Definition, Skeleton, definitions
 
 __all__ = ["Plan", "make_plan"]
 
@@ -27,7 +28,7 @@ class Plan:
     skeleton: Skeleton  # the model the plan is for: the input's, or its opset upgrade
     options: ConversionOptions
     chosen: list[Definition] = field(default_factory=list)
-    kept: list[Kept] = field(default_factory=list)
+    kept: KeptTensors = field(default_factory=lambda: KeptTensors([], 0))
     refusals: list[str] = field(default_factory=list)  # one line each: the problem and the way out
     warnings: list[str] = field(default_factory=list)  # fields ONNX never reads (dropped), filters that match nothing
     opset_upgrade: list[int] | None = None  # [from, to] when the skeleton is an upgrade of the input
@@ -48,7 +49,7 @@ class Plan:
 
     @property
     def kept_bytes(self) -> int:
-        return sum(expected_nbytes(k.definition.tensor, k.definition.size) or 0 for k in self.kept)
+        return self.kept.nbytes()
 
     def raise_if_refused(self) -> None:
         if self.refusals:
@@ -72,46 +73,40 @@ def make_plan(skeleton: Skeleton, options: ConversionOptions) -> Plan:
             f"the model has sparse initializers ({', '.join(sparse[:3])}); they are not supported. "
             "Densify them first (onnx.numpy_helper / onnx-ir), then convert."
         )
-    found = definitions(all_scopes)
-    counts, nbytes = _tally(skeleton, found)
+    selected = selection.select(skeleton.model, all_scopes, options)
+    counts, nbytes = _tally(skeleton, selected)
     unknown = [] if counts.keys() <= validation.KNOWN_TYPES else validation.unknown_types(all_scopes)
     if unknown:
         more = f" ({len(unknown) - 1} more tensors have unknown types)" if len(unknown) > 1 else ""
         refusals.append(unknown[0] + more)
-    chosen, kept = selection.select(skeleton.model, all_scopes, found, options)
-    kinds = {k.kind for k in kept}
-    no_fp32 = not any(d.tensor.data_type == onnx.TensorProto.FLOAT for d in found)  # kept ones (too small) count
-    if no_fp32 and KeepKind.ALREADY_BF16 not in kinds and any(
-        k.kind is KeepKind.OTHER_DTYPE and k.definition.tensor.data_type == onnx.TensorProto.FLOAT16 for k in kept
+    chosen, kept = selected.chosen, selected.kept
+    no_fp32 = onnx.TensorProto.FLOAT not in selected.types  # kept ones (too small) count
+    if no_fp32 and KeepKind.ALREADY_BF16 not in kept.kinds() and (
+        onnx.TensorProto.FLOAT16 in kept.types(KeepKind.OTHER_DTYPE)
     ):  # an all-BF16 model converts to itself; all-FP16 is not where BF16 starts
         refusals.append(
             "the model's weights are float16 and none are float32: BF16 conversion starts from an FP32 model. "
             "Convert the FP32 export instead."
         )
-    warnings = [*skeleton.dropped, *_warnings(all_scopes, found, options)]
+    warnings = [*skeleton.dropped, *_warnings(all_scopes, options)]
     return Plan(skeleton, options, chosen, kept, refusals, warnings, upgrade, counts, nbytes)
 
 
-def _warnings(all_scopes, found: list[Definition], options: ConversionOptions) -> list[str]:
+def _warnings(all_scopes, options: ConversionOptions) -> list[str]:
     if not options.has_filters:  # the model's names are gathered only to check filters that were given
         return []
     nodes = [node for scope in all_scopes for node in scope.body.node]
-    return unmatched_filters(options, (d.name for d in found), (n.name for n in nodes), (n.op_type for n in nodes))
+    names = (d.name for d in definitions(all_scopes))
+    return unmatched_filters(options, names, (n.name for n in nodes), (n.op_type for n in nodes))
 
 
-def _tally(skeleton: Skeleton, found: list[Definition]) -> tuple[dict[int, int], dict[int, int]]:
-    """Every tensor's count and data bytes by data type: the definitions' sizes are known already."""
-    counts: dict[int, int] = {}
-    nbytes: dict[int, int] = {}
-    for d in found:
-        data_type = d.tensor.data_type
-        counts[data_type] = counts.get(data_type, 0) + 1
-        nbytes[data_type] = nbytes.get(data_type, 0) + (expected_nbytes(d.tensor, d.size) or 0)
-    defined = {id(d.tensor) for d in found}
+def _tally(skeleton: Skeleton, selected: selection.Selection) -> tuple[dict[int, int], dict[int, int]]:
+    """Every tensor's count and data bytes by data type: the initializers' from the selection's walk,
+    then every attribute tensor (Constant values and the rest)."""
+    counts, nbytes = dict(selected.initializer_counts), dict(selected.initializer_bytes)
     for scope in skeleton.scopes:
         for tensor in scope.attribute_tensors:
-            if id(tensor) not in defined:
-                data_type = tensor.data_type
-                counts[data_type] = counts.get(data_type, 0) + 1
-                nbytes[data_type] = nbytes.get(data_type, 0) + (expected_nbytes(tensor) or 0)
+            data_type = tensor.data_type
+            counts[data_type] = counts.get(data_type, 0) + 1
+            nbytes[data_type] = nbytes.get(data_type, 0) + (expected_nbytes(tensor) or 0)
     return counts, nbytes

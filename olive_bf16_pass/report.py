@@ -7,20 +7,20 @@ final; nothing else sets its fields. Kept tensors are grouped by their ``KeepKin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from olive_bf16_pass.options import DEFAULT_MIN_ELEMENTS
-from olive_bf16_pass.traversal import expected_nbytes
+from olive_bf16_pass.skipped import SkipGroup, SkippedRecord, SkippedRecords, group_kept, group_skipped
 
 if TYPE_CHECKING:
     from olive_bf16_pass.graph import Converted
     from olive_bf16_pass.plan import Plan
-    from olive_bf16_pass.selection import Kept
 
-__all__ = ["Report", "SkipGroup", "SkippedRecord", "TensorRecord", "group_kept", "group_skipped", "human_size"]
+__all__ = ["Report", "SkipGroup", "SkippedRecord", "SkippedRecords", "TensorRecord", "group_kept", "group_skipped",
+           "human_size"]
 
 _GROUPS_SHOWN = 8
 
@@ -35,49 +35,9 @@ def human_size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-@dataclass
-class SkipGroup:
-    reason: str
-    count: int = 0
-    bytes: int = 0
-    names: list[str] = field(default_factory=list)
-
-
-def group_skipped(skipped: Iterable[SkippedRecord]) -> list[SkipGroup]:
-    """Records grouped by why they were kept (kind, and the dtype or threshold its words name), largest first."""
-    groups: dict[tuple[str, str], SkipGroup] = {}
-    for s in skipped:
-        key = (s.kind, s.group or s.reason)  # a record made without a kind groups by its own words
-        group = groups.get(key) or groups.setdefault(key, SkipGroup(key[1]))
-        group.count += 1
-        group.bytes += s.bytes
-        group.names.append(s.name)
-    return sorted(groups.values(), key=lambda g: (-g.bytes, -g.count, g.reason))
-
-
-def group_kept(kept: Iterable[Kept]) -> list[SkipGroup]:
-    """``group_skipped`` of a plan's kept tensors, without a record each: a model may keep 100,000."""
-    by_kind: dict[tuple, SkipGroup] = {}
-    for k in kept:
-        d = k.definition
-        key = (k.kind, k.group_detail)
-        group = by_kind.get(key) or by_kind.setdefault(key, SkipGroup(""))
-        group.count += 1
-        group.bytes += expected_nbytes(d.tensor, d.size) or 0
-        group.names.append(d.name)
-    groups: dict[tuple[str, str], SkipGroup] = {}  # a kind's words may not name its detail: merged as records are
-    for (kind, detail), part in by_kind.items():
-        reason = kind.group.format(detail)
-        group = groups.setdefault((kind.key, reason), SkipGroup(reason))
-        group.count += part.count
-        group.bytes += part.bytes
-        group.names += part.names
-    return sorted(groups.values(), key=lambda g: (-g.bytes, -g.count, g.reason))
-
-
-def _examples(names: list[str], shown: int = 3, width: int = 40) -> str:
+def _examples(names: list[str], count: int, shown: int = 3, width: int = 40) -> str:
     cut = [n if len(n) <= width else n[: width - 3] + "..." for n in names[:shown]]
-    return ", ".join(cut) + (f", +{len(names) - shown} more" if len(names) > shown else "")
+    return ", ".join(cut) + (f", +{count - shown} more" if count > shown else "")
 
 
 @dataclass
@@ -99,25 +59,9 @@ class TensorRecord:
 
 
 @dataclass
-class SkippedRecord:
-    name: str
-    reason: str  # this tensor's sentence: "input of MatMul node 'm' (op type in op_block_list)"
-    bytes: int
-    scope: str = "graph"
-    kind: str = ""  # selection.KeepKind's key: "op_block_list", "too_small", "dtype", ...
-    group: str = ""  # the words of its kind in the summary: "fewer than min_elements=1024"
-
-    @classmethod
-    def of(cls, kept: Kept) -> SkippedRecord:
-        d = kept.definition
-        return cls(d.name, kept.reason, expected_nbytes(d.tensor, d.size) or 0, d.scope.label, kept.kind.key,
-                   kept.group)
-
-
-@dataclass
 class Report:
     converted: list[TensorRecord] = field(default_factory=list)
-    skipped: list[SkippedRecord] = field(default_factory=list)
+    skipped: Sequence[SkippedRecord] = field(default_factory=list)  # SkippedRecords when built from a plan
     weight_bytes_before: int = 0
     weight_bytes_after: int = 0
     file_bytes_before: int | None = None
@@ -135,7 +79,7 @@ class Report:
         ``written``: the file figures (source, destination, file_bytes_*, seconds, input_fails_checker)."""
         return cls(
             converted=[_record(c) for c in converted],
-            skipped=[SkippedRecord.of(k) for k in plan.kept],
+            skipped=SkippedRecords.of(plan.kept),
             weight_bytes_before=plan.weight_bytes,
             weight_bytes_after=plan.weight_bytes - plan.saved_bytes,
             options=plan.options.to_dict(),
@@ -214,10 +158,11 @@ class Report:
         }
         if any(specials.values()):
             lines.append("special values: " + ", ".join(f"{n} {k}" for k, n in specials.items() if n))
-        groups = group_skipped(self.skipped)
+        groups = group_skipped(self.skipped, names=3)
         for g in groups[:_GROUPS_SHOWN]:
             tensors = "tensor " if g.count == 1 else "tensors"
-            lines.append(f"  kept {g.count:>4} {tensors} {human_size(g.bytes):>9}: {g.reason} ({_examples(g.names)})")
+            examples = _examples(g.names, g.count)
+            lines.append(f"  kept {g.count:>4} {tensors} {human_size(g.bytes):>9}: {g.reason} ({examples})")
         if len(groups) > _GROUPS_SHOWN:
             lines.append(f"  ... and {len(groups) - _GROUPS_SHOWN} more reasons; the JSON report lists every tensor")
         if self.input_fails_checker:

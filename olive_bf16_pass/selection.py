@@ -8,15 +8,16 @@ and the detail a person can act on (the node, the count), never prose to be pars
 
 from __future__ import annotations
 
-import enum
-import functools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from olive_bf16_pass import lean_onnx as onnx
+from olive_bf16_pass.dtypes import type_nbytes
+from olive_bf16_pass.kept import KeepKind, Kept, KeptTensors
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, bind_uses, data_type_name
+from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, bind_uses, constant_value
 
-__all__ = ["FLOAT32_ONLY_INPUTS", "KeepKind", "Kept", "select"]
+__all__ = ["FLOAT32_ONLY_INPUTS", "KeepKind", "Kept", "KeptTensors", "Selection", "select"]
 
 # Inputs whose value drives shapes or quantization math: FP32 is part of their meaning.
 # (domain, op_type) -> input indices
@@ -33,113 +34,91 @@ FLOAT32_ONLY_INPUTS: dict[tuple[str, str], frozenset[int]] = {
 }
 
 
-class KeepKind(enum.Enum):
-    """Why a tensor stays as it is. The value is the stable name in the JSON report; ``group`` is the
-    summary line's words for it ({} takes the kind's group detail: a dtype, a threshold)."""
-
-    ALREADY_BF16 = ("already_bfloat16", "already bfloat16")
-    OTHER_DTYPE = ("dtype", "dtype {} (only float32 converts)")
-    CONSTANTS_OFF = ("constants_off", "Constant node value (convert_constants is off)")
-    NOT_INCLUDED = ("not_in_include_initializers", "not in include_initializers")
-    EXCLUDED = ("in_exclude_initializers", "in exclude_initializers")
-    TOO_SMALL = ("too_small", "fewer than min_elements={}")
-    GRAPH_INPUT = (
-        "graph_input", "also a graph input, overridable at run time (convert_graph_input_initializers is off)"
-    )
-    GRAPH_OUTPUT = ("graph_output", "a graph output: its value is returned as it is")
-    UNUSED = ("unused", "not used by any node")
-    OP_BLOCKED = ("op_block_list", "input of an op_block_list node")
-    OP_NOT_INCLUDED = ("not_in_op_include_list", "input of a node whose op type is not in op_include_list")
-    NODE_BLOCKED = ("node_block_list", "input of a node_block_list node")
-    NODE_NOT_INCLUDED = ("not_in_node_include_list", "input of a node not in node_include_list")
-    FLOAT32_INPUT = ("float32_input", "an input that must stay float32 (scales, roi)")
-
-    def __init__(self, key: str, group: str):
-        self.key, self.group = key, group
+_FLOAT, _BFLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16
+_REDUCIBLE = (_FLOAT, _BFLOAT16, onnx.TensorProto.FLOAT16)
 
 
-_REDUCIBLE = (onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT16)
+@dataclass
+class Selection:
+    """What ``select`` decided, and what its walk counted on the way."""
+
+    chosen: list[Definition]
+    kept: KeptTensors
+    types: set[int] = field(default_factory=set)  # the data types of every initializer and Constant value
+    initializer_counts: dict[int, int] = field(default_factory=dict)  # by data type
+    initializer_bytes: dict[int, int] = field(default_factory=dict)  # by data type
 
 
-@dataclass(eq=False, slots=True)  # not frozen: a frozen dataclass costs twice as much to make, 100,000 times
-class Kept:
-    """A tensor that stays as it is: why (``kind``), and the detail that varies (node, count, dtype)."""
+def select(model: onnx.ModelProto, all_scopes: list[Scope], options: ConversionOptions) -> Selection:
+    """Decide every initializer and Constant value of ``all_scopes`` (weights only are kept: a Constant of
+    shapes or indices is left out).
 
-    definition: Definition
-    kind: KeepKind
-    detail: str = ""  # the words this tensor adds to its kind's: the reading node (a count is worded by reason)
-    group_detail: str = ""  # what fills the kind's {} in the summary: a dtype, the min_elements threshold
-
-    @property
-    def reason(self) -> str:
-        """The per-tensor sentence of the JSON report (stable wording)."""
-        if self.kind is KeepKind.TOO_SMALL:  # worded when asked: a model may keep 100,000 tiny tensors
-            return f"{self.definition.size} elements, fewer than min_elements={self.group_detail}"
-        return self.detail or self.group
-
-    @property
-    def group(self) -> str:
-        return self.kind.group.format(self.group_detail)
-
-
-def select(
-    model: onnx.ModelProto, all_scopes: list[Scope], found: list[Definition], options: ConversionOptions
-) -> tuple[list[Definition], list[Kept]]:
-    """The definitions that convert, and those kept (weights only: shape and index constants are left out).
-
-    The tensor's own rules first; the node inputs that read it are bound only for the tensors those
-    rules leave, so a model whose tensors are all too small never walks its nodes' inputs."""
+    One walk applies the tensor's own rules, which decide most tensors; only those they leave become
+    ``Definition``s, and the node inputs that read them are bound for them alone. A model of 100,000
+    tensors that are all too small keeps 100,000 entries of a few numbers, and never walks its nodes' inputs.
+    """
     graph_inputs = {i.name for i in model.graph.input}
     graph_outputs = {o.name for scope in all_scopes for o in scope.body.output if not isinstance(o, str)}
     graph_outputs.update(o for scope in all_scopes if scope.is_function for o in scope.body.output)
-    main = all_scopes[0]
-    decisions: list[Kept | None] = []
-    undecided: list[int] = []  # places in ``found`` whose uses decide
-    for definition in found:
-        is_input = definition.scope is main and definition.node is None and definition.name in graph_inputs
-        decision = _keep_by_tensor(definition, options, is_input, graph_outputs)
-        if decision is _BY_USES:
-            undecided.append(len(decisions))
-            decision = None
-        decisions.append(decision)
-    if undecided:
-        bind_uses(all_scopes, found)
-        for place in undecided:
-            decisions[place] = _keep_by_uses(found[place], options)
-    chosen: list[Definition] = []
-    kept: list[Kept] = []
-    for definition, decision in zip(found, decisions):
-        if decision is None:
-            chosen.append(definition)
-        elif definition.node is None or definition.tensor.data_type in _REDUCIBLE:
-            kept.append(decision)  # a Constant of shapes or indices is not a weight: not worth a report line
-    return chosen, kept
+    kept = KeptTensors(all_scopes, options.min_elements)
+    selection = Selection([], kept)
+    candidates: list[tuple[Definition, int]] = []  # with their places in ``kept``
+    counts, nbytes, types = selection.initializer_counts, selection.initializer_bytes, selection.types
+    for number, scope in enumerate(all_scopes):
+        inputs = graph_inputs if number == 0 else ()
+        for place, tensor in enumerate(scope.initializers):
+            data_type, size, name = tensor.data_type, math.prod(tensor.dims), tensor.name
+            counts[data_type] = counts.get(data_type, 0) + 1
+            nbytes[data_type] = nbytes.get(data_type, 0) + (type_nbytes(data_type, size) or 0)
+            kind = _tensor_rule(data_type, name, size, False, name in inputs, options, graph_outputs)
+            if kind is None:
+                candidates.append((Definition(name, tensor, scope, size=size, index=place), kept.reserve()))
+            else:
+                kept.add_decided(kind, number, place, size, data_type)
+        for index, node in enumerate(scope.body.node):
+            if node.op_type != "Constant" or not node.output or not node.output[0]:
+                continue
+            value = constant_value(node)
+            if value is None:
+                continue
+            data_type, size, name = value.data_type, math.prod(value.dims), node.output[0]
+            types.add(data_type)
+            kind = _tensor_rule(data_type, name, size, True, False, options, graph_outputs)
+            if kind is None:
+                definition = Definition(name, value, scope, node, size=size, index=index)
+                candidates.append((definition, kept.reserve()))
+            elif data_type in _REDUCIBLE:
+                kept.add(Definition(name, value, scope, node, size=size, index=index), kind)
+        types.update(counts)
+    if candidates:
+        bind_uses(all_scopes, [definition for definition, _ in candidates])
+        for definition, slot in candidates:
+            decision = _keep_by_uses(definition, options)
+            if decision is None:
+                selection.chosen.append(definition)
+            kept.fill(slot, decision)
+        kept.finish()
+    return selection
 
 
-_BY_USES = object()  # the tensor's own rules let it convert: the nodes that read it decide
-
-
-def _keep_by_tensor(d: Definition, options: ConversionOptions, is_graph_input: bool, graph_outputs: set[str]):
-    """Why ``d`` stays as it is, judged by the tensor alone; ``_BY_USES`` when that is not enough."""
-    t = d.tensor
-    if t.data_type != onnx.TensorProto.FLOAT:
-        if t.data_type == onnx.TensorProto.BFLOAT16:
-            return Kept(d, KeepKind.ALREADY_BF16)
-        dtype = data_type_name(t.data_type)
-        return Kept(d, KeepKind.OTHER_DTYPE, group_detail=dtype)
-    if d.node is not None and not options.convert_constants:
-        return Kept(d, KeepKind.CONSTANTS_OFF)
-    if options.include_initializers is not None and d.name not in options.include_initializers:
-        return Kept(d, KeepKind.NOT_INCLUDED)
-    if d.name in options.exclude_initializers:
-        return Kept(d, KeepKind.EXCLUDED)
-    if d.size < options.min_elements:
-        return Kept(d, KeepKind.TOO_SMALL, group_detail=_threshold(options.min_elements))
+def _tensor_rule(data_type: int, name: str, size: int, constant: bool, is_graph_input: bool,
+                 options: ConversionOptions, graph_outputs: set[str]) -> KeepKind | None:
+    """Why a tensor stays as it is, judged by the tensor alone; None when the nodes that read it decide."""
+    if data_type != _FLOAT:
+        return KeepKind.ALREADY_BF16 if data_type == _BFLOAT16 else KeepKind.OTHER_DTYPE
+    if constant and not options.convert_constants:
+        return KeepKind.CONSTANTS_OFF
+    if options.include_initializers is not None and name not in options.include_initializers:
+        return KeepKind.NOT_INCLUDED
+    if name in options.exclude_initializers:
+        return KeepKind.EXCLUDED
+    if size < options.min_elements:
+        return KeepKind.TOO_SMALL
     if is_graph_input and not options.convert_graph_input_initializers:
-        return Kept(d, KeepKind.GRAPH_INPUT)
-    if d.name in graph_outputs:
-        return Kept(d, KeepKind.GRAPH_OUTPUT)
-    return _BY_USES
+        return KeepKind.GRAPH_INPUT
+    if name in graph_outputs:
+        return KeepKind.GRAPH_OUTPUT
+    return None
 
 
 def _keep_by_uses(d: Definition, options: ConversionOptions) -> Kept | None:
@@ -162,9 +141,3 @@ def _keep_by_uses(d: Definition, options: ConversionOptions) -> Kept | None:
             return Kept(d, KeepKind.FLOAT32_INPUT,
                         f"input {use.input_index} of {node.op_type} node {node.name!r} needs float32 (scales, roi)")
     return None
-
-
-@functools.lru_cache(maxsize=8)
-def _threshold(min_elements: int) -> str:
-    """One string for every tensor kept as too small."""
-    return str(min_elements)

@@ -13,13 +13,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from olive_bf16_pass import lean_onnx as onnx
 
 __all__ = [
-    "ATTRIBUTE_FIELDS", "BYTE_WIDTHS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "bind_uses", "constant_value",
-    "data_type_name", "definitions", "elements", "expected_nbytes", "iter_tensors", "names_in", "scopes", "settle_attributes",
+    "ATTRIBUTE_FIELDS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "bind_uses", "constant_value",
+    "definitions", "iter_tensors", "names_in", "scopes", "settle_attributes",
 ]
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -76,7 +74,7 @@ class Definition:
     node: onnx.NodeProto | None = None  # the Constant node, for constants
     uses: list[Use] | None = None  # the node inputs that read it: bound by ``bind_uses`` when they are asked for
     size: int = field(kw_only=True)  # elements, counted once: upb builds the dims list on every read
-    index: int = field(default=-1, kw_only=True)  # the Constant node's place in its scope's nodes
+    index: int = field(default=-1, kw_only=True)  # its place: among its scope's initializers, or the Constant node's
 
     @property
     def kind(self) -> str:
@@ -216,13 +214,13 @@ def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 
 def definitions(all_scopes: list[Scope]) -> list[Definition]:
-    """Every initializer and Constant value, scope by scope in node order; their uses are bound
-    (``bind_uses``) only when something asks for them: a model of 100,000 tiny tensors needs none."""
+    """Every initializer and Constant value, scope by scope in node order, their uses not bound
+    (``bind_uses``). Selection makes only the definitions its rules leave, as this does."""
     found: list[Definition] = []
     add = found.append
     for scope in all_scopes:
-        for tensor in scope.initializers:
-            add(Definition(tensor.name, tensor, scope, size=math.prod(tensor.dims)))
+        for place, tensor in enumerate(scope.initializers):
+            add(Definition(tensor.name, tensor, scope, size=math.prod(tensor.dims), index=place))
         for index, node in enumerate(scope.body.node):
             if node.op_type == "Constant" and node.output and node.output[0]:
                 value = constant_value(node)
@@ -231,32 +229,30 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
     return found
 
 
-def bind_uses(all_scopes: list[Scope], found: list[Definition]) -> None:
-    """Give each of ``found`` (all of ``definitions(all_scopes)``) the node inputs that really read it.
+def bind_uses(all_scopes: list[Scope], candidates: list[Definition]) -> None:
+    """Give each of ``candidates`` (definitions of ``all_scopes``, made by ``definitions`` or as it makes
+    them) the node inputs that really read it.
 
     One pass, parents before children and nodes in topological order, so a name is bound when
-    it is read: to this scope's definition, or else to the nearest enclosing scope's.
+    it is read: to this scope's definition, or else to the nearest enclosing scope's. Every other
+    definition shadows the names it defines, so a read is never bound past it.
     """
-    if all(d.uses is not None for d in found):
-        return
-    by_scope: dict[int, list[Definition]] = {}
-    for definition in found:
+    mine: dict[tuple[int, bool, int], Definition] = {}  # (id(scope), constant?, index) -> the candidate
+    for definition in candidates:
         definition.uses = []
-        by_scope.setdefault(id(definition.scope), []).append(definition)
+        mine[(id(definition.scope), definition.node is not None, definition.index)] = definition
     declared: dict[int, set[str]] = {}  # id(scope) -> every name defined in it
-    data_in: dict[int, dict[str, Definition]] = {}  # id(scope) -> its data definitions by name
+    data_in: dict[int, dict[str, object]] = {}  # id(scope) -> its data definitions by name (or _SHADOW)
     parents = {id(scope.parent) for scope in all_scopes if scope.parent is not None}
     for scope in all_scopes:
-        body = scope.body
+        body, key = scope.body, id(scope)
         names = set(body.input) if scope.is_function else {v.name for v in body.input}
-        mine = by_scope.get(id(scope), ())
-        data = {d.name: d for d in mine if d.node is None}
-        constants = {d.index: d for d in mine if d.node is not None}
-        declared[id(scope)], data_in[id(scope)] = names, data
+        data = {tensor.name: mine.get((key, False, place), _SHADOW) for place, tensor in enumerate(scope.initializers)}
+        declared[key], data_in[key] = names, data
         names.update(data)
         # a scope's other names matter only where a name may come from outside (a subgraph) or be
         # looked up from inside (a scope with subgraphs); a plain graph reads its own data or nothing
-        nested = scope.parent is not None or id(scope) in parents
+        nested = scope.parent is not None or key in parents
         bound, seen = data.get, names.update
         for index, node in enumerate(body.node):
             for position, name in enumerate(node.input):
@@ -268,13 +264,17 @@ def bind_uses(all_scopes: list[Scope], found: list[Definition]) -> None:
                     definition = None if owner is None else data_in[id(owner)].get(name)
                     if definition is None:
                         continue
-                definition.uses.append(Use(scope, node, position))
+                if definition is not _SHADOW:
+                    definition.uses.append(Use(scope, node, position))
             if nested:
                 seen(node.output)
-            constant = constants.get(index)
-            if constant is not None:
-                data[constant.name] = constant
-                names.add(constant.name)
+            if node.op_type == "Constant" and node.output and node.output[0] and constant_value(node) is not None:
+                name = node.output[0]
+                data[name] = mine.get((key, True, index), _SHADOW)
+                names.add(name)
+
+
+_SHADOW = object()  # a definition that is not a candidate: reads of its name are its, not an outer scope's
 
 
 def names_in(scope: Scope) -> list[str]:
@@ -302,61 +302,3 @@ def iter_tensors(model: onnx.ModelProto, all_scopes: list[Scope] | None = None) 
     for scope in all_scopes if all_scopes is not None else scopes(model):
         yield from scope.initializers
         yield from scope.attribute_tensors
-
-
-def elements(tensor: onnx.TensorProto) -> int:
-    return math.prod(tensor.dims)
-
-
-def expected_nbytes(tensor: onnx.TensorProto, count: int | None = None) -> int | None:
-    """Bytes of the tensor's raw data, or None for strings and types this onnx does not know.
-
-    The element type comes from onnx, its width in bits from numpy / ml_dtypes, so packed
-    sub-byte types (INT2, INT4, FLOAT4E2M1, FLOAT6E2M3, ...) are sized as onnx packs them.
-    ``count``: its number of elements, when known.
-    """
-    bits = _BITS.get(tensor.data_type)
-    if bits is None:
-        bits = _bits_of(tensor.data_type)
-        _BITS[tensor.data_type] = bits
-    if bits == 0:
-        return None
-    return ((elements(tensor) if count is None else count) * bits + 7) // 8
-
-
-# numpy's own types, known without onnx.helper (whose import costs ml_dtypes'); the rest asks onnx
-_T = onnx.TensorProto
-_KNOWN_BITS: dict[int, int] = {
-    _T.FLOAT: 32, _T.DOUBLE: 64, _T.FLOAT16: 16, _T.BFLOAT16: 16, _T.BOOL: 8, _T.COMPLEX64: 64, _T.COMPLEX128: 128,
-    _T.INT8: 8, _T.INT16: 16, _T.INT32: 32, _T.INT64: 64, _T.UINT8: 8, _T.UINT16: 16, _T.UINT32: 32, _T.UINT64: 64,
-    _T.STRING: 0, _T.UNDEFINED: 0,
-}
-_BITS = dict(_KNOWN_BITS)  # and the others, once asked
-# bytes per element of the types whose elements are whole bytes: a size test that needs no rounding
-BYTE_WIDTHS: dict[int, int] = {data_type: bits // 8 for data_type, bits in _KNOWN_BITS.items() if bits and bits % 8 == 0}
-
-
-def _bits_of(data_type: int) -> int:
-    """Bits per element of an ONNX data type; 0 when it has no fixed size here."""
-    import ml_dtypes
-
-    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-        return 0
-    try:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
-    except (KeyError, ValueError, TypeError):  # a type newer than this onnx
-        return 0
-    if dtype.type.__module__.startswith("ml_dtypes"):  # may be narrower than its one-byte storage
-        for info in (ml_dtypes.finfo, ml_dtypes.iinfo):
-            try:
-                return int(info(dtype).bits)
-            except (ValueError, TypeError):
-                continue
-    return dtype.itemsize * 8
-
-
-def data_type_name(data_type: int) -> str:
-    try:
-        return onnx.TensorProto.DataType.Name(data_type).lower()
-    except ValueError:
-        return f"unknown type {data_type}"

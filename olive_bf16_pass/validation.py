@@ -1,6 +1,6 @@
-"""What a model must hold to be converted: names that are text, data as long as its shape says,
-types this onnx knows. Graph-only (no file system): the reader checks files with it, and
-``convert_model`` checks in-memory models.
+"""What a model must hold to be converted: each name defined once, data as long as its shape says,
+types this onnx knows (names that are text: strict_text.py). Graph-only (no file system): the
+reader checks files with it, and ``convert_model`` checks in-memory models.
 """
 
 from __future__ import annotations
@@ -8,76 +8,20 @@ from __future__ import annotations
 import math
 import operator
 
+import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 
 from olive_bf16_pass import lean_onnx as onnx
+from olive_bf16_pass.dtypes import BYTE_WIDTHS, data_type_name, elements, expected_nbytes
 from olive_bf16_pass.errors import ConversionError
-from olive_bf16_pass.traversal import (
-    BYTE_WIDTHS,
-    Scope,
-    data_type_name,
-    elements,
-    expected_nbytes,
-    iter_tensors,
-    names_in,
-)
+from olive_bf16_pass.traversal import Scope, iter_tensors
 
 __all__ = [
-    "KNOWN_TYPES", "TYPED_FIELDS", "check_inline_data", "check_names", "check_single_definitions",
-    "check_sparse_inline", "check_text", "count_problem", "describe", "inline_data_problem", "invalid_utf8",
-    "is_repeated", "not_utf8", "size_problem", "unknown_types",
+    "KNOWN_TYPES", "TYPED_FIELDS", "check_inline_data", "check_single_definitions", "check_sparse_inline",
+    "count_problem", "describe", "inline_data_problem", "is_repeated", "size_problem", "unknown_types",
 ]
 
-_NOT_UTF8 = (
-    "a name in the model is not valid UTF-8 ({where}{value!r}); the file is corrupt or not ONNX. "
-    "Re-export it (or download it again)."
-)
 _CORRUPT = "the file is corrupt. Re-export the model (or download it again)."
-
-
-def not_utf8(where: str, value: bytes) -> str:
-    return _NOT_UTF8.format(where=where, value=value)
-
-
-def check_names(model: onnx.ModelProto, all_scopes: list[Scope], prefix: str = "") -> None:
-    """Refuse a model with a name that is not UTF-8: a name nothing could look up or write.
-
-    ONNX is proto2, whose parser does not validate strings: protobuf's upb runtime then hands such
-    a field back as ``bytes`` where ``str`` is due, and the first ``str`` operation on it fails far
-    from the cause. The names the converter reads are checked in one quick pass; only when one is
-    bad is the whole model walked, to name the field.
-    """
-    if _names_are_text(all_scopes):
-        return
-    bad = invalid_utf8(model) or ("a name", b"?")
-    raise ConversionError(prefix + not_utf8(f"{bad[0]} = ", bad[1]))
-
-
-def check_text(model: onnx.ModelProto, prefix: str = "") -> None:
-    """Refuse a model with any other string field that is not UTF-8 (a doc string, a metadata value):
-    protobuf cannot write such a field back, so the output could not carry it."""
-    bad = invalid_utf8(model)
-    if bad is not None:
-        raise ConversionError(
-            f"{prefix}a text field of the model is not valid UTF-8 ({bad[0]} = {bad[1]!r}); the file is corrupt or "
-            "was written by a broken exporter. Re-export it, or set that field to a text (onnx: assign it '') and "
-            "save the model again."
-        )
-
-
-def _names_are_text(all_scopes: list[Scope]) -> bool:
-    """``str.join`` refuses ``bytes``: one join per scope checks every name the converter reads."""
-    for scope in all_scopes:
-        texts = names_in(scope)
-        texts += [tensor.name for tensor in scope.attribute_tensors]  # initializers are named by names_in
-        for tensor in (*scope.initializers, *scope.attribute_tensors):
-            if tensor.external_data:
-                texts += [text for entry in tensor.external_data for text in (entry.key, entry.value)]
-        try:
-            "".join(texts)
-        except TypeError:
-            return False
-    return True
 
 
 def check_single_definitions(all_scopes: list[Scope], prefix: str = "") -> None:
@@ -89,12 +33,8 @@ def check_single_definitions(all_scopes: list[Scope], prefix: str = "") -> None:
     """
     for scope in all_scopes:
         inputs = set(scope.body.input) if scope.is_function else {v.name for v in scope.body.input}
-        initialized = [tensor.name for tensor in scope.initializers]
-        outputs = _outputs(scope.body.node)
-        defined = set(initialized)
-        defined.update(outputs)
-        if len(defined) == len(initialized) + len(outputs) and inputs.isdisjoint(outputs):
-            continue  # every name once: the walk below, which names the culprit, is not needed
+        if _defined_once(scope, inputs):
+            continue  # the walk below, which names the culprit, is not needed
         seen: dict[str, onnx.NodeProto | None] = {}  # name -> the node whose output it is (None: an initializer)
         for tensor in scope.initializers:
             name = tensor.name
@@ -114,16 +54,38 @@ def check_single_definitions(all_scopes: list[Scope], prefix: str = "") -> None:
                 seen[name] = node
 
 
-def _outputs(nodes) -> list[str]:
-    """Every node output name that is not empty. Most nodes have one: indexing it is twice as fast
-    as iterating upb's container."""
-    containers = list(map(_OUTPUT, nodes))
-    found = [out[0] for out in containers if len(out) == 1]
-    found += [name for out in containers if len(out) != 1 for name in out]
-    return [name for name in found if name] if "" in found else found
+def _defined_once(scope: Scope, inputs: set[str]) -> bool:
+    """Whether every initializer and node output of ``scope`` is a name of its own, told by the names'
+    hashes: equal names hash alike, so distinct hashes are distinct names (the same hash only sends
+    the caller to compare the names). 8 bytes a name, where a set of 100,000 names costs 20 MB."""
+    initializers = scope.initializers
+    named = np.fromiter(map(hash, map(_NAME, initializers)), np.int64, count=len(initializers))
+    outputs = _output_hashes(scope.body.node)
+    if outputs is None:
+        return False
+    defined = np.concatenate([named, outputs])
+    defined.sort()
+    if defined.size > 1 and bool((defined[1:] == defined[:-1]).any()):
+        return False
+    return not np.isin(outputs, np.fromiter(map(hash, inputs), np.int64, count=len(inputs))).any()
 
 
-_OUTPUT = operator.attrgetter("output")
+def _output_hashes(nodes) -> np.ndarray | None:
+    """The hashes of every node output name that is not empty (hash('') is 0); None when a name hashes to 0
+    too. Most nodes have one output: indexing it is twice as fast as iterating upb's container."""
+    first = np.fromiter((hash(out[0]) if len(out) == 1 else 0 for out in map(_OUTPUT, nodes)), np.int64,
+                        count=len(nodes))
+    more = []
+    for index in np.flatnonzero(first == 0).tolist():  # no output, several, or an empty name
+        for name in nodes[index].output:
+            if name:
+                if hash(name) == 0:
+                    return None
+                more.append(hash(name))
+    return np.concatenate([first[first != 0], np.array(more, np.int64)])
+
+
+_NAME, _OUTPUT = operator.attrgetter("name"), operator.attrgetter("output")
 
 
 def _output_of(node: onnx.NodeProto) -> str:
@@ -266,76 +228,8 @@ def unknown_types(all_scopes: list[Scope]) -> list[str]:
     ]
 
 
-# --- naming the bad field: a walk over every string field (only when one is bad) --------------
-
-_TEXT_FIELDS: dict[str, list[tuple[str, bool, bool]]] = {}
-
-
-def _text_fields(descriptor) -> list[tuple[str, bool, bool]]:
-    found = _TEXT_FIELDS.get(descriptor.full_name)
-    if found is None:
-        kinds = {FieldDescriptor.TYPE_STRING: False, FieldDescriptor.TYPE_MESSAGE: True}
-        found = [(f.name, is_repeated(f), kinds[f.type]) for f in descriptor.fields if f.type in kinds]
-        _TEXT_FIELDS[descriptor.full_name] = found
-    return found
-
-
 def is_repeated(field) -> bool:
     """Whether a protobuf field descriptor is a repeated field, on every protobuf this supports."""
     if hasattr(field, "is_repeated"):  # protobuf 5.28+; ``label`` is gone in 7
         return field.is_repeated
     return field.label == FieldDescriptor.LABEL_REPEATED
-
-
-def invalid_utf8(message, where: str = "model") -> tuple[str, bytes] | None:
-    """The first string field (its path, its bytes) that is not valid UTF-8, or None.
-
-    ONNX is proto2, whose parser does not validate strings: protobuf's upb runtime then hands
-    such a field back as ``bytes`` where ``str`` is due, and the first ``str`` operation on it
-    fails far from the cause. Only string and message fields are read (a tensor's data is never
-    copied); the path is worked out only when a bad field exists.
-    """
-    return _find_invalid(message, where) if _has_invalid(message) else None
-
-
-def _has_invalid(message) -> bool:
-    """The fast pass: set fields only, no paths."""
-    stack = [message]
-    while stack:
-        msg = stack.pop()
-        if isinstance(msg, onnx.TensorProto):  # ListFields would copy raw_data
-            if _find_invalid(msg, "") is not None:
-                return True
-            continue
-        for f, value in msg.ListFields():
-            if f.type == FieldDescriptor.TYPE_STRING:
-                if any(type(v) is not str for v in value) if is_repeated(f) else type(value) is not str:
-                    return True
-            elif f.type == FieldDescriptor.TYPE_MESSAGE:
-                if is_repeated(f):
-                    stack.extend(value)
-                else:
-                    stack.append(value)
-    return False
-
-
-def _find_invalid(message, where: str) -> tuple[str, bytes] | None:
-    stack = [(message, where)]
-    while stack:
-        msg, at = stack.pop()
-        for name, repeated, is_message in _text_fields(msg.DESCRIPTOR):
-            if is_message:
-                if repeated:
-                    values = getattr(msg, name)
-                    stack.extend((values[i], f"{at}.{name}[{i}]") for i in reversed(range(len(values))))
-                elif msg.HasField(name):
-                    stack.append((getattr(msg, name), f"{at}.{name}"))
-            elif repeated:
-                for i, value in enumerate(getattr(msg, name)):
-                    if not isinstance(value, str):
-                        return f"{at}.{name}[{i}]", bytes(value)
-            else:
-                value = getattr(msg, name)
-                if not isinstance(value, str):
-                    return f"{at}.{name}", bytes(value)
-    return None

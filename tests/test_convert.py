@@ -190,3 +190,19 @@ def test_fp16_weights_beside_fp32_ones_too_small_to_convert_are_not_called_fp16_
     )
     report = convert_file(save(model, tmp_path / "m.onnx"), tmp_path / "out.onnx", ConversionOptions(min_elements=1024))
     assert report.converted == [] and {r.name for r in report.skipped} == {"H", "b"}
+
+
+def test_a_conversion_loads_no_openssl(tmp_path):
+    """hashlib's OpenSSL is 3.5 MB of a conversion's memory: temporaries are named without it (a fresh
+    interpreter, so that nothing imported by the test session hides it)."""
+    import subprocess
+    import sys
+
+    save(embedding_mlp(vocab=64, hidden=32), tmp_path / "m.onnx")
+    probe = ("import sys; from olive_bf16_pass import convert_file, ConversionOptions; "
+             "convert_file(sys.argv[1], sys.argv[2], ConversionOptions(min_elements=16)); "
+             "print(sorted(m for m in ('_hashlib', 'secrets', 'onnx.helper') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "m.onnx"), str(tmp_path / "o.onnx")],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o.onnx").exists() and result.stdout.split() == ["[]"]

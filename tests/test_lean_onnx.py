@@ -14,7 +14,7 @@ import onnx.helper
 import pytest
 from helpers import embedding_mlp, if_subgraph_model, save
 
-from olive_bf16_pass import checking, lean_onnx, traversal
+from olive_bf16_pass import checking, dtypes, lean_onnx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,13 +113,13 @@ def test_value_infos_are_what_onnx_helper_makes(dims, data_type):
 
 
 def test_the_known_widths_are_onnx_s():
-    for data_type, bits in traversal._KNOWN_BITS.items():
+    for data_type, bits in dtypes._KNOWN_BITS.items():
         if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
             assert bits == 0
         else:
             assert np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize * 8 == bits, data_type
     # and a type outside the table still asks onnx (and ml_dtypes): 4 bits
-    assert traversal._bits_of(onnx.TensorProto.INT4) == 4
+    assert dtypes._bits_of(onnx.TensorProto.INT4) == 4
 
 
 def test_the_graph_edits_are_what_onnx_helper_makes():

@@ -5,7 +5,7 @@ from onnx import TensorProto, helper
 from helpers import make_model, rand, tensor
 from olive_bf16_pass.options import ConversionOptions
 from olive_bf16_pass.plan import make_plan
-from olive_bf16_pass.report import Report, SkippedRecord, group_kept, group_skipped
+from olive_bf16_pass.report import Report, SkippedRecord, SkippedRecords, group_kept, group_skipped
 from olive_bf16_pass.selection import KeepKind
 from olive_bf16_pass.traversal import Skeleton
 
@@ -60,7 +60,23 @@ def test_kept_tensors_group_as_their_records_do():
     plan = make_plan(Skeleton.of(_blocked_model()), ConversionOptions(op_block_list=["MatMul"]))
     fast = group_kept(plan.kept)
     assert len(fast) >= 3
-    assert [vars(g) for g in fast] == [vars(g) for g in group_skipped(SkippedRecord.of(k) for k in plan.kept)]
+    slow = group_skipped(SkippedRecord.of(k) for k in plan.kept)
+    assert [(g.reason, g.count, g.bytes) for g in fast] == [(g.reason, g.count, g.bytes) for g in slow]
+
+
+def test_records_held_as_columns_read_back_as_records():
+    """A report of 100,000 kept tensors holds them as columns: every record reads back as it went in, and
+    groups the same, names included (the summary asks for 3 a group)."""
+    plan = make_plan(Skeleton.of(_blocked_model()), ConversionOptions(op_block_list=["MatMul"]))
+    records = [SkippedRecord.of(k) for k in plan.kept]
+    columns = SkippedRecords.of(plan.kept)
+    assert len(columns) == len(records) >= 5 and list(columns) == records and columns == records
+    assert columns[-1] == records[-1] and columns[1:3] == records[1:3]
+    assert [vars(g) for g in group_skipped(columns)] == [vars(g) for g in group_skipped(records)]
+    short = group_skipped(columns, names=1)
+    assert [(g.reason, g.count) for g in short] == [(g.reason, g.count) for g in group_skipped(records)]
+    assert all(len(g.names) == 1 for g in short) and [vars(g) for g in short] == [
+        vars(g) for g in group_skipped(records, names=1)]
 
 
 def test_groups_count_bytes_and_keep_every_name_largest_first():

@@ -4,14 +4,13 @@ from onnx import TensorProto, helper
 
 from helpers import embedding_mlp, make_model, rand, tensor
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.selection import select
-from olive_bf16_pass.traversal import definitions, scopes
+from olive_bf16_pass.selection import KeepKind, select
+from olive_bf16_pass.traversal import bind_uses, definitions, scopes
 
 
 def _reasons(model, **options):
-    all_scopes = scopes(model)
-    chosen, skipped = select(model, all_scopes, definitions(all_scopes), ConversionOptions(**options))
-    return {c.name for c in chosen}, {s.definition.name: s.reason for s in skipped}
+    selected = select(model, scopes(model), ConversionOptions(**options))
+    return {c.name for c in selected.chosen}, {s.definition.name: s.reason for s in selected.kept}
 
 
 def test_default_selects_large_float_tensors_only():
@@ -103,19 +102,25 @@ def test_constant_nodes_are_candidates_unless_turned_off():
     assert chosen == set() and "convert_constants is off" in skipped["C"]
 
 
-def test_uses_are_bound_only_when_the_tensor_rules_leave_a_candidate():
-    """A model whose tensors all fail the tensor's own rules never walks its nodes' inputs (100,000 tiny
-    tensors cost no Use each); one candidate binds them all, and its uses decide."""
+def test_uses_are_bound_only_when_the_tensor_rules_leave_a_candidate(monkeypatch):
+    """A model whose tensors all fail the tensor's own rules never walks its nodes' inputs and makes no
+    Definition (100,000 tiny tensors cost a few numbers each); a candidate binds, and its uses decide."""
+    from olive_bf16_pass import selection
+
+    bound = []
+    monkeypatch.setattr(selection, "bind_uses", lambda scopes, found: bound.append(found) or bind_uses(scopes, found))
     model = embedding_mlp(vocab=64, hidden=32)
     all_scopes = scopes(model)
-    found = definitions(all_scopes)
-    chosen, kept = select(model, all_scopes, found, ConversionOptions(min_elements=1 << 20))
-    assert chosen == [] and len(kept) == len(found) and all(d.uses is None for d in found)
-    found = definitions(all_scopes)
-    chosen, _ = select(model, all_scopes, found, ConversionOptions(op_block_list=["Gather"]))
-    assert all(d.uses is not None for d in found)
-    uses = {d.name: sorted(u.node.name for u in d.uses) for d in found}
-    assert uses["W1"] == ["fc1", "fc1_shared"] and uses["E"] == ["embed"] and {c.name for c in chosen} == {"W1", "W2"}
+    selected = select(model, all_scopes, ConversionOptions(min_elements=1 << 20))
+    assert selected.chosen == [] and len(selected.kept) == 6 and bound == []
+    assert {k.kind.key for k in selected.kept} == {"too_small"} and selected.kept.kinds() == {KeepKind.TOO_SMALL}
+    selected = select(model, all_scopes, ConversionOptions(op_block_list=["Gather"]))
+    (candidates,) = bound
+    assert sorted(d.name for d in candidates) == ["E", "W1", "W2"]  # the three the tensor rules leave
+    uses = {d.name: sorted(u.node.name for u in d.uses) for d in candidates}
+    assert uses["W1"] == ["fc1", "fc1_shared"] and uses["E"] == ["embed"]
+    assert {c.name for c in selected.chosen} == {"W1", "W2"}
+    assert [k.definition.name for k in selected.kept] == ["E", "b1", "gamma", "beta"]  # model order, E among them
 
 
 def test_a_constant_binds_from_its_node_on_not_before():
@@ -133,7 +138,7 @@ def test_a_constant_binds_from_its_node_on_not_before():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [tensor("K", rand((4,), 2))]))
     all_scopes = scopes(model)
     found = definitions(all_scopes)
-    select(model, all_scopes, found, ConversionOptions(min_elements=1, convert_constants=True))
+    bind_uses(all_scopes, found)
     outer, constant = (d for d in found if d.name == "K")
     assert outer.node is None and constant.node is not None
     assert [u.node.output[0] for u in outer.uses] == ["early"]

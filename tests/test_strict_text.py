@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import onnx
 import pytest
+from helpers import embedding_mlp, if_subgraph_model, save
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import embedding_mlp, if_subgraph_model, save
 from olive_bf16_pass import ConversionError, convert_file
 from olive_bf16_pass.inspection import inspect_model
-from olive_bf16_pass.strict_text import all_text_is_utf8
-from olive_bf16_pass.validation import invalid_utf8, is_repeated
+from olive_bf16_pass.strict_text import all_text_is_utf8, invalid_utf8
+from olive_bf16_pass.validation import is_repeated
 
 _BAD = [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82"]  # no UTF-8 holds these
 

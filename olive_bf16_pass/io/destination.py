@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +55,8 @@ class Destination:
         """``.OUT.``, or for a long OUT its start and a hash, so temporaries stay within name limits."""
         name = self.model.name
         if len(name) > _SHORT_NAME:
+            import hashlib  # here: its OpenSSL costs 3.5 MB of every conversion's memory, for a rare long name
+
             name = f"{name[:40]}~{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
         return f".{name}."
 
@@ -110,7 +110,7 @@ class Destination:
         """An open binary file beside the model, registered in ``created`` before it exists: a signal
         between its creation and its registration (mkstemp's way) would leave it behind."""
         while True:
-            path = self.folder / f"{self.temp_prefix}{secrets.token_hex(4)}{suffix}.tmp"
+            path = self.folder / f"{self.temp_prefix}{os.urandom(4).hex()}{suffix}.tmp"
             created.append(path)
             try:  # a plain file's mode (0666 less the umask), where mkstemp makes 0600
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o666)

@@ -19,7 +19,8 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from olive_bf16_pass import lean_onnx as onnx
-from olive_bf16_pass import validation
+from olive_bf16_pass import strict_text, validation
+from olive_bf16_pass.dtypes import expected_nbytes
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io.wire import (
     LIFTED,
@@ -31,8 +32,7 @@ from olive_bf16_pass.io.wire import (
     verbatim_field,
 )
 from olive_bf16_pass.protowire import Truncated
-from olive_bf16_pass.strict_text import all_text_is_utf8
-from olive_bf16_pass.traversal import Scope, Skeleton, expected_nbytes, iter_tensors
+from olive_bf16_pass.traversal import Scope, Skeleton, iter_tensors
 from olive_bf16_pass.typed_data import main_initializers_are_untyped
 
 __all__ = ["INLINE_LIMIT", "SourceModel", "external_info", "location_parts", "read_model", "resolve_external"]
@@ -132,12 +132,12 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         with open(resolved, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             scanner = SkeletonScanner(buf, INLINE_LIMIT)
             raw = scanner.scan()
-        text_is_utf8 = all_text_is_utf8(raw)  # before the real parse: the two never hold memory at once
+        text_is_utf8 = strict_text.all_text_is_utf8(raw)  # before the real parse: the two never hold memory at once
         untyped = main_initializers_are_untyped(raw)
         model = onnx.ModelProto()
         model.ParseFromString(raw)
     except UnicodeDecodeError as exc:  # protobuf runtimes that validate strings while parsing
-        raise ConversionError(f"{path}: {validation.not_utf8('', exc.object[exc.start:exc.end])}") from exc
+        raise ConversionError(f"{path}: {strict_text.not_utf8('', exc.object[exc.start:exc.end])}") from exc
     except TooDeep as exc:
         raise ConversionError(_too_deep(path, _depth_of(resolved) or exc.depth)) from None
     except (Truncated, DecodeError, ValueError, OSError) as exc:
@@ -151,8 +151,8 @@ def read_model(path: str | os.PathLike) -> SourceModel:
         raise ConversionError(not_onnx)
     skeleton = Skeleton.read(model)  # every tensor left is one the walk finds
     if not text_is_utf8:  # before any name is used: locations are names too
-        validation.check_names(model, skeleton.scopes, f"{path}: ")
-        validation.check_text(model, f"{path}: ")
+        strict_text.check_names(model, skeleton.scopes, f"{path}: ")
+        strict_text.check_text(model, f"{path}: ")
     validation.check_inline_data(skeleton.scopes, f"{path}: ", untyped)
     validation.check_single_definitions(skeleton.scopes, f"{path}: ")
     validation.check_sparse_inline(skeleton.scopes, f"{path}: ")

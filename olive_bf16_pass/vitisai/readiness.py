@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from olive_bf16_pass import lean_onnx as onnx
+from olive_bf16_pass.dtypes import data_type_name
 from olive_bf16_pass.io.source import SourceModel, read_model
 from olive_bf16_pass.opset import main_opset
 from olive_bf16_pass.options import ConversionOptions
@@ -29,7 +30,6 @@ from olive_bf16_pass.plan import Plan, make_plan
 from olive_bf16_pass.providers import VITISAI
 from olive_bf16_pass.report import human_size
 from olive_bf16_pass.selection import KeepKind
-from olive_bf16_pass.traversal import data_type_name
 from olive_bf16_pass.vitisai import npu as npu_module
 from olive_bf16_pass.vitisai.operators import SAMPLES_RUN, TABLE_SOURCE, outside_table
 
@@ -235,7 +235,7 @@ def _operators(ops: Counter, warn) -> None:
 
 
 def _layout(plan: Plan, warn) -> None:
-    already = any(k.kind is KeepKind.ALREADY_BF16 for k in plan.kept)
+    already = KeepKind.ALREADY_BF16 in plan.kept.kinds()
     if already or (plan.chosen and plan.options.storage == "bfloat16"):
         warn(Finding("bf16_layout", "BF16 initializers widened by a Cast (storage=bfloat16) appear in no AMD sample; "
                                     "AMD documents FP32 as the compiler's input. storage=float32 (--storage float32) "

@@ -104,7 +104,7 @@ def test_rounding_while_streaming_equals_rounding_in_memory(tmp_path):
 
 
 def test_expected_sizes_of_every_kind_of_tensor():
-    from olive_bf16_pass.traversal import expected_nbytes
+    from olive_bf16_pass.dtypes import expected_nbytes
 
     def size(data_type, dims=(3, 5)):
         return expected_nbytes(onnx.TensorProto(dims=list(dims), data_type=data_type))

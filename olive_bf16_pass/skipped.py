@@ -1,0 +1,148 @@
+"""The tensors a conversion left as they were: one record each, for the JSON report and the summary's groups.
+
+A model may keep 100,000 tiny tensors. ``SkippedRecords`` holds their records as columns (a name
+each, the rest shared words and numbers) and makes each ``SkippedRecord`` when it is read: a
+tenth of the memory of 100,000 records.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from olive_bf16_pass.columns import Columns
+from olive_bf16_pass.dtypes import expected_nbytes
+
+if TYPE_CHECKING:
+    from olive_bf16_pass.selection import Kept, KeptTensors
+
+__all__ = ["SkipGroup", "SkippedRecord", "SkippedRecords", "group_kept", "group_skipped"]
+
+
+@dataclass
+class SkippedRecord:
+    name: str
+    reason: str  # this tensor's sentence: "input of MatMul node 'm' (op type in op_block_list)"
+    bytes: int
+    scope: str = "graph"
+    kind: str = ""  # selection.KeepKind's key: "op_block_list", "too_small", "dtype", ...
+    group: str = ""  # the words of its kind in the summary: "fewer than min_elements=1024"
+
+    @classmethod
+    def of(cls, kept: Kept) -> SkippedRecord:
+        d = kept.definition
+        return cls(d.name, kept.reason, expected_nbytes(d.tensor, d.size) or 0, d.scope.label, kept.kind.key,
+                   kept.group)
+
+
+class SkippedRecords(Columns):
+    """``SkippedRecord``s held as columns, made when read; ``of`` builds them from a plan's kept tensors.
+
+    Names are held as their UTF-8 bytes end to end, and the words shared by many records (reason,
+    scope, kind, group) once each, with a number per record: 100,000 records in about 3 MB."""
+
+    def __init__(self):
+        self._names = bytearray()
+        self._ends = array("q")  # where each name's bytes end
+        self._sizes = array("q")
+        self._bytes = array("q")
+        self._labels = array("l")  # 4 per record: reason (-1: "N elements, {group}"), scope, kind, group
+        self._words: list[str] = []
+        self._word_places: dict[str, int] = {}
+
+    def _word(self, text: str) -> int:
+        place = self._word_places.get(text)
+        if place is None:
+            place = self._word_places[text] = len(self._words)
+            self._words.append(text)
+        return place
+
+    @classmethod
+    def of(cls, kept: Iterable[Kept]) -> SkippedRecords:
+        records = cls()
+        names, ends, word = records._names, records._ends, records._word
+        for k in kept:
+            d = k.definition
+            names += d.name.encode()
+            ends.append(len(names))
+            records._sizes.append(d.size)
+            records._bytes.append(expected_nbytes(d.tensor, d.size) or 0)
+            reason = -1 if k.kind.key == "too_small" else word(k.reason)  # worded when read: it names the size
+            records._labels.extend((reason, word(d.scope.label), word(k.kind.key), word(k.group)))
+        return records
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _record(self, index: int) -> SkippedRecord:
+        start = self._ends[index - 1] if index else 0
+        name = self._names[start:self._ends[index]].decode()
+        reason, scope, kind, group = (self._words[i] if i >= 0 else None for i in self._labels[4 * index:4 * index + 4])
+        if reason is None:
+            reason = f"{self._sizes[index]} elements, {group}"
+        return SkippedRecord(name, reason, self._bytes[index], scope, kind, group)
+
+    def groups(self, names: int | None = None) -> list[SkipGroup]:
+        """``group_skipped`` of these records, read from the columns (a record is made only for a group's
+        reason when it is the record's own words)."""
+        groups: dict[tuple[int, int], SkipGroup] = {}
+        labels = self._labels
+        for index in range(len(self)):
+            reason, _, kind, group = labels[4 * index:4 * index + 4]
+            words = group if self._words[group] else reason  # a group of no words: each record's own
+            key = (kind, words)
+            found = groups.get(key)
+            if found is None:
+                found = groups[key] = SkipGroup(self._words[words] if words >= 0 else self[index].reason)
+            found.count += 1
+            found.bytes += self._bytes[index]
+            if names is None or len(found.names) < names:
+                found.names.append(self[index].name)
+        return list(groups.values())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
+@dataclass
+class SkipGroup:
+    reason: str
+    count: int = 0
+    bytes: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+def group_skipped(skipped: Iterable[SkippedRecord], names: int | None = None) -> list[SkipGroup]:
+    """Records grouped by why they were kept (kind, and the dtype or threshold its words name), largest first.
+    ``names``: how many names each group keeps (None: all of them)."""
+    if isinstance(skipped, SkippedRecords):
+        return _sorted(skipped.groups(names))
+    groups: dict[tuple[str, str], SkipGroup] = {}
+    for s in skipped:
+        key = (s.kind, s.group or s.reason)  # a record made without a kind groups by its own words
+        group = groups.get(key) or groups.setdefault(key, SkipGroup(key[1]))
+        group.count += 1
+        group.bytes += s.bytes
+        if names is None or len(group.names) < names:
+            group.names.append(s.name)
+    return _sorted(groups.values())
+
+
+def _sorted(groups: Iterable[SkipGroup]) -> list[SkipGroup]:
+    return sorted(groups, key=lambda g: (-g.bytes, -g.count, g.reason))
+
+
+def group_kept(kept: KeptTensors) -> list[SkipGroup]:
+    """``group_skipped`` of a plan's kept tensors, without a record each (a model may keep 100,000): the
+    groups' reasons, counts and bytes; no names."""
+    groups: dict[tuple[str, str], SkipGroup] = {}
+    for kind, detail, count, nbytes in kept.groups():
+        reason = kind.group.format(detail)
+        group = groups.get((kind.key, reason)) or groups.setdefault((kind.key, reason), SkipGroup(reason))
+        group.count += count
+        group.bytes += nbytes
+    return _sorted(groups.values())
+
+
