@@ -86,7 +86,8 @@ def convert_file(
     streamer = Streamer(source.where, options.rounding, options.saturate)
     streamer.progress = progress
     spec = ExternalDataSpec(size_threshold, convert_attribute) if save_as_external_data else None
-    with stage_model(plan.skeleton, destination, streamer, conversions, spec) as staged:
+    unconverted = source.file if not plan.chosen else None  # then the output may be the input's bytes again
+    with stage_model(plan.skeleton, destination, streamer, conversions, spec, unconverted) as staged:
         report = Report.build(  # the streamed tensors' figures are final now
             plan,
             converted,
@@ -95,11 +96,10 @@ def convert_file(
             file_bytes_before=bytes_before,
             file_bytes_after=staged.nbytes,
         )
-        # the input's bytes again (nothing converted, the input canonical): no fault the input lacks, unchecked
-        unchanged = not plan.chosen and staged.same_as(source.file)
         # the checker's memory grows with the graph: the skeleton's goes first
         del source, plan, converted, conversions, streamer
         gc.collect()  # the walk's objects hold cycles, and collection is paused during a conversion
-        fault = None if unchanged else guards.check_output(staged.model, lambda: read_model(src).model)
+        # the input's bytes again (nothing converted, the input canonical): no fault the input lacks, unchecked
+        fault = None if staged.unchanged else guards.check_output(staged.model, lambda: read_model(src).model)
         staged.place()
     return dataclasses.replace(report, input_fails_checker=fault, seconds=time.perf_counter() - started)

@@ -171,9 +171,6 @@ class KeptTensors(Columns):
             found.append((k.kind, k.group_detail, 1, type_nbytes(d.tensor.data_type, d.size) or 0))
         return found
 
-    def nbytes(self) -> int:
-        return sum(nbytes for *_, nbytes in self.groups())
-
 
 @functools.lru_cache(maxsize=8)
 def threshold(min_elements: int) -> str:

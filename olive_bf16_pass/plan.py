@@ -47,10 +47,6 @@ class Plan:
             return 0
         return sum(d.size * 2 for d in self.chosen)  # 4 bytes become 2
 
-    @property
-    def kept_bytes(self) -> int:
-        return self.kept.nbytes()
-
     def raise_if_refused(self) -> None:
         if self.refusals:
             more = f" ({len(self.refusals) - 1} more problems: see olive-bf16 inspect)" if len(self.refusals) > 1 else ""

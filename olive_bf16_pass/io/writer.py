@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SIZE_THRESHOLD = 1024  # bytes, as onnx.save and Olive's size_threshold default
 PROTOBUF_LIMIT = 2**31 - 1  # a single-file model must serialize below 2 GB
-_COMPARE_BYTES = 1 << 20
 _ALIGN = 4096  # external data offsets: page-aligned, so runtimes may map them
 # Non-float tensors under this many bytes stay in the .onnx whatever size_threshold says:
 # ONNX Runtime cannot shape-infer through external shape/axes tensors ("Cannot parse data from
@@ -69,6 +69,7 @@ class Staged:
 
     temps: list[tuple[Path, Path]]  # (temporary, final), model last
     destination: Destination
+    unchanged: bool = False  # the output is one file of exactly the bytes of ``stage_model``'s ``source``
 
     @property
     def model(self) -> Path:
@@ -86,17 +87,6 @@ class Staged:
     def place(self) -> None:
         self.destination.put_in_place(self.temps)
 
-    def same_as(self, file: Path) -> bool:
-        """Whether the output is one file holding exactly ``file``'s bytes: a conversion that changed nothing."""
-        if len(self.temps) != 1 or self.model.stat().st_size != file.stat().st_size:
-            return False
-        with open(self.model, "rb") as ours, open(file, "rb") as theirs:
-            while True:
-                chunk = ours.read(_COMPARE_BYTES)
-                if chunk != theirs.read(_COMPARE_BYTES):
-                    return False
-                if not chunk:
-                    return True
 
 
 def write_model(
@@ -123,8 +113,13 @@ def stage_model(
     streamer: Streamer,
     conversions: dict[int, Conversion],
     external: ExternalDataSpec | None,
+    source: Path | None = None,
 ) -> Iterator[Staged]:
     """Write the skeleton's model into temporaries beside ``destination``; nothing is in place yet.
+
+    ``source``: the model file it was read from, when nothing was converted; ``Staged.unchanged`` then
+    says whether the output is that file's bytes again (told from the bytes written around the
+    tensors streamed as they were, which land where they were or not at all).
 
     One try covers writing them and the caller's block, so no moment (a signal between the two
     included) leaves a temporary behind.
@@ -145,6 +140,7 @@ def stage_model(
         raise ConversionError(f"{dst}: exists and is not a regular file (a pipe or a device); choose another path.")
     temps: list[tuple[Path, Path]] = []  # (temporary, final)
     created: list[Path] = []  # every temporary, registered as soon as it exists
+    unchanged = False
     try:
         external_tensors = [t for t in iter_tensors(model, all_scopes) if t.data_location == onnx.TensorProto.EXTERNAL]
         streamer.total = sum(streamer.locate(t)[2] for t in external_tensors)
@@ -154,7 +150,9 @@ def stage_model(
                 logger.warning("%s: the output would exceed 2 GB; writing its tensors as external data.", dst)
                 external = ExternalDataSpec()
             else:
-                temps.append((_write_pieces(pieces, destination, streamer, created), dst))
+                same_size = source is not None and size == source.stat().st_size
+                tmp, unchanged = _write_pieces(pieces, destination, streamer, created, source if same_size else None)
+                temps.append((tmp, dst))
             del pieces
         if external is not None:
             temps.extend(_write_with_external_data(skeleton, destination, external, streamer, conversions, created))
@@ -162,7 +160,7 @@ def stage_model(
         # this frame lets go of the model (the streamer reads through it), so the caller can free it
         del skeleton, model, all_scopes, conversions, external_tensors
         streamer = None
-        yield Staged(temps, destination)
+        yield Staged(temps, destination, unchanged)
     except BaseException:
         if streamer is not None:
             streamer.close()
@@ -178,9 +176,13 @@ def _remove(temporaries: list[Path]) -> None:
             logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
 
 
-def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, created: list[Path]) -> Path:
+def _write_pieces(
+    pieces: list, destination: Destination, streamer: Streamer, created: list[Path], source: Path | None = None
+) -> tuple[Path, bool]:
+    """The temporary .onnx written from ``pieces``; and whether it is ``source``'s bytes again (False without one)."""
     out, tmp = destination.new_temporary("", created)
-    with out:
+    with out, _mapped(source) as view:
+        same = _Comparison(source, view, streamer)
         target = Output(tmp)
         try:
             position, pending = 0, []  # consecutive small pieces (small tensors too) go out in one write
@@ -196,6 +198,7 @@ def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, cr
                 position, pending = position + len(data), []
 
             for piece in pieces:
+                same.add(piece)
                 if isinstance(piece, tuple) and piece[2] > SMALL_BYTES:
                     if pending:
                         write_pending()
@@ -213,7 +216,40 @@ def _write_pieces(pieces: list, destination: Destination, streamer: Streamer, cr
             streamer.drain()  # no chunk may still be written when the file closes
             target.close()
         os.fsync(out.fileno())
-    return tmp
+    return tmp, same.holds
+
+
+class _Comparison:
+    """Whether pieces, written one after another, give ``source``'s bytes (``view``: a map of them): each
+    tensor streamed as it was from ``source`` at the very place it lands, every other piece equal to
+    ``source``'s bytes there."""
+
+    def __init__(self, source: Path | None, view, streamer: Streamer):
+        self.source, self.view, self.streamer = source, view, streamer
+        self.holds, self.at = view is not None, 0
+
+    def add(self, piece) -> None:
+        if not self.holds:
+            return
+        if isinstance(piece, tuple):
+            tensor, conversion, nbytes = piece
+            file, offset, length = self.streamer.locate(tensor)
+            self.holds = conversion is None and length == nbytes and offset == self.at and file == self.source
+        else:
+            nbytes = len(piece)
+            self.holds = self.view[self.at:self.at + nbytes] == piece
+        self.at += nbytes
+
+
+@contextlib.contextmanager
+def _mapped(file: Path | None) -> Iterator[mmap.mmap | None]:
+    """A read-only map of ``file`` (None: none), closed before anything is renamed: Windows cannot
+    replace a mapped file, and an in-place conversion replaces this one."""
+    if file is None:
+        yield None
+        return
+    with open(file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        yield view
 
 
 # --- external data ---------------------------------------------------------------------------
@@ -290,4 +326,4 @@ def _write_with_external_data(
         os.fsync(data_out.fileno())
     # what stays in the .onnx (small tensors, attribute tensors) streams there from its source
     pieces, _ = serializer.pieces(model, streamer, conversions, frozenset(written), all_scopes)
-    return [(data_tmp, data), (_write_pieces(pieces, destination, streamer, created), dst)]
+    return [(data_tmp, data), (_write_pieces(pieces, destination, streamer, created)[0], dst)]
