@@ -252,3 +252,15 @@ def test_a_no_op_conversion_of_a_model_failing_the_checker_copies_it(tmp_path):
     report = _convert(tmp_path / "model.onnx", tmp_path / "out")
     assert report.converted == []
     assert (tmp_path / "out" / "out.onnx").read_bytes() == (tmp_path / "model.onnx").read_bytes()
+
+
+def test_a_no_op_is_told_across_pieces_of_every_size(tmp_path, monkeypatch):
+    """Inline bytes over the comparison's 1 MiB reads, before and after a tensor streamed as it was."""
+    calls = _count_checks(monkeypatch)
+    model = matmul_model(64)
+    for i in range(3000):  # 400 bytes each: inline, 1.2 MB of them before W's streamed bytes
+        model.graph.initializer.insert(0, numpy_helper.from_array(np.full(100, i, np.float32), f"pad{i}"))
+    onnx.save(model, tmp_path / "model.onnx")
+    report = _convert(tmp_path / "model.onnx", tmp_path / "out", ConversionOptions(min_elements=1 << 20))
+    assert report.converted == [] and calls == []
+    assert (tmp_path / "out" / "out.onnx").read_bytes() == (tmp_path / "model.onnx").read_bytes()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -181,8 +180,8 @@ def _write_pieces(
 ) -> tuple[Path, bool]:
     """The temporary .onnx written from ``pieces``; and whether it is ``source``'s bytes again (False without one)."""
     out, tmp = destination.new_temporary("", created)
-    with out, _mapped(source) as view:
-        same = _Comparison(source, view, streamer)
+    with out, _opened(source) as opened:
+        same = _Comparison(source, opened, streamer)
         target = Output(tmp)
         try:
             position, pending = 0, []  # consecutive small pieces (small tensors too) go out in one write
@@ -220,13 +219,13 @@ def _write_pieces(
 
 
 class _Comparison:
-    """Whether pieces, written one after another, give ``source``'s bytes (``view``: a map of them): each
+    """Whether pieces, written one after another, give ``source``'s bytes (``file``: it, open): each
     tensor streamed as it was from ``source`` at the very place it lands, every other piece equal to
-    ``source``'s bytes there."""
+    ``source``'s bytes there (read a MiB at a time: a map would add the file to the process's memory)."""
 
-    def __init__(self, source: Path | None, view, streamer: Streamer):
-        self.source, self.view, self.streamer = source, view, streamer
-        self.holds, self.at = view is not None, 0
+    def __init__(self, source: Path | None, file, streamer: Streamer):
+        self.source, self.file, self.streamer = source, file, streamer
+        self.holds, self.at = file is not None, 0
 
     def add(self, piece) -> None:
         if not self.holds:
@@ -237,19 +236,25 @@ class _Comparison:
             self.holds = conversion is None and length == nbytes and offset == self.at and file == self.source
         else:
             nbytes = len(piece)
-            self.holds = self.view[self.at:self.at + nbytes] == piece
+            self.file.seek(self.at)
+            view = memoryview(piece)
+            self.holds = all(self.file.read(len(part)) == part
+                             for part in (view[i:i + _COMPARED] for i in range(0, nbytes, _COMPARED)))
         self.at += nbytes
 
 
+_COMPARED = 1 << 20
+
+
 @contextlib.contextmanager
-def _mapped(file: Path | None) -> Iterator[mmap.mmap | None]:
-    """A read-only map of ``file`` (None: none), closed before anything is renamed: Windows cannot
-    replace a mapped file, and an in-place conversion replaces this one."""
+def _opened(file: Path | None):
+    """``file`` open for reading (None: none), closed before anything is renamed: an in-place conversion
+    replaces it, which Windows refuses while it is open."""
     if file is None:
         yield None
         return
-    with open(file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        yield view
+    with open(file, "rb") as opened:
+        yield opened
 
 
 # --- external data ---------------------------------------------------------------------------

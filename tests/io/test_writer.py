@@ -204,3 +204,36 @@ def test_small_tensors_read_in_batches_give_the_bytes_and_figures_of_the_chunked
     model = onnx.load(str(tmp_path / "batched" / "out.onnx"))
     types = sorted(t.data_type for t in model.graph.initializer if t.name.startswith("w"))
     assert types.count(onnx.TensorProto.BFLOAT16) == (8 if storage == "bfloat16" else 0)
+
+
+def test_the_no_op_comparison_reads_every_byte_and_every_place(tmp_path):
+    """writer._Comparison: pieces give the source's bytes only when each lands where the source has it."""
+    from olive_bf16_pass.io.writer import _Comparison
+
+    data = bytes(range(256)) * 12_000  # 3 MB: pieces span the 1 MiB reads
+    source = tmp_path / "m.onnx"
+    source.write_bytes(data)
+    tensor = object()
+
+    class Streamer:
+        def __init__(self, at):
+            self.at = at
+
+        def locate(self, _):
+            return source, self.at, 1000
+
+    def holds(pieces, at=1_500_000):
+        with open(source, "rb") as f:
+            same = _Comparison(source, f, Streamer(at))
+            for piece in pieces:
+                same.add(piece)
+            return same.holds
+
+    whole = [data[:1_500_000], (tensor, None, 1000), data[1_501_000:]]
+    assert holds(whole)
+    changed = bytearray(data)
+    changed[2_600_000] ^= 1  # in the last piece, past two reads
+    assert not holds([data[:1_500_000], (tensor, None, 1000), bytes(changed[1_501_000:])])
+    assert not holds(whole, at=1_499_999)  # the tensor's bytes from elsewhere in the file
+    assert not holds([data[:1_500_000], (tensor, "a conversion", 1000), data[1_501_000:]])
+    assert not _Comparison(None, None, Streamer(0)).holds  # nothing to compare with: not the same
