@@ -18,7 +18,7 @@ from olive_bf16_pass.dtypes import data_type_name, type_nbytes
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.traversal import Definition, Scope
 
-__all__ = ["KeepKind", "Kept", "KeptTensors"]
+__all__ = ["KeepKind", "Kept", "KeptTensors", "sized_reason"]
 
 
 class KeepKind(enum.Enum):
@@ -59,12 +59,17 @@ class Kept:
     def reason(self) -> str:
         """The per-tensor sentence of the JSON report (stable wording)."""
         if self.kind is KeepKind.TOO_SMALL:  # worded when asked: a model may keep 100,000 tiny tensors
-            return f"{self.definition.size} elements, fewer than min_elements={self.group_detail}"
+            return sized_reason(self.definition.size, self.group)
         return self.detail or self.group
 
     @property
     def group(self) -> str:
         return self.kind.group.format(self.group_detail)
+
+
+def sized_reason(size: int, group: str) -> str:
+    """A too-small tensor's sentence: its size, then its group's words."""
+    return f"{size} elements, {group}"
 
 
 _KINDS = list(KeepKind)

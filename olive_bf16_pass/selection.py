@@ -15,7 +15,7 @@ from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.dtypes import type_nbytes
 from olive_bf16_pass.kept import KeepKind, Kept, KeptTensors
 from olive_bf16_pass.options import ConversionOptions
-from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, bind_uses, constant_value
+from olive_bf16_pass.traversal import DEFAULT_DOMAINS, Definition, Scope, bind_uses, constant_definition
 
 __all__ = ["FLOAT32_ONLY_INPUTS", "KeepKind", "Kept", "KeptTensors", "Selection", "select"]
 
@@ -76,20 +76,18 @@ def select(model: onnx.ModelProto, all_scopes: list[Scope], options: ConversionO
             else:
                 kept.add_decided(kind, number, place, size, data_type)
         for index, node in enumerate(scope.body.node):
-            if node.op_type != "Constant" or not node.output or not node.output[0]:
+            defined = constant_definition(node)
+            if defined is None:
                 continue
-            value = constant_value(node)
-            if value is None:
-                continue
-            data_type, size, name = value.data_type, math.prod(value.dims), node.output[0]
-            types.add(data_type)
-            kind = _tensor_rule(data_type, name, size, True, False, options, graph_outputs)
+            name, value = defined
+            definition = Definition(name, value, scope, node, size=math.prod(value.dims), index=index)
+            types.add(value.data_type)
+            kind = _tensor_rule(value.data_type, name, definition.size, True, False, options, graph_outputs)
             if kind is None:
-                definition = Definition(name, value, scope, node, size=size, index=index)
                 candidates.append((definition, kept.reserve()))
-            elif data_type in _REDUCIBLE:
-                kept.add(Definition(name, value, scope, node, size=size, index=index), kind)
-        types.update(counts)
+            elif value.data_type in _REDUCIBLE:
+                kept.add(definition, kind)
+    types.update(counts)
     if candidates:
         bind_uses(all_scopes, [definition for definition, _ in candidates])
         for definition, slot in candidates:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 from olive_bf16_pass.columns import Columns
 from olive_bf16_pass.dtypes import expected_nbytes
+from olive_bf16_pass.kept import KeepKind, sized_reason
 
 if TYPE_CHECKING:
-    from olive_bf16_pass.selection import Kept, KeptTensors
+    from olive_bf16_pass.kept import Kept, KeptTensors
 
 __all__ = ["SkipGroup", "SkippedRecord", "SkippedRecords", "group_kept", "group_skipped"]
 
@@ -69,7 +70,7 @@ class SkippedRecords(Columns):
             ends.append(len(names))
             records._sizes.append(d.size)
             records._bytes.append(expected_nbytes(d.tensor, d.size) or 0)
-            reason = -1 if k.kind.key == "too_small" else word(k.reason)  # worded when read: it names the size
+            reason = -1 if k.kind is KeepKind.TOO_SMALL else word(k.reason)  # worded when read: it names the size
             records._labels.extend((reason, word(d.scope.label), word(k.kind.key), word(k.group)))
         return records
 
@@ -81,7 +82,7 @@ class SkippedRecords(Columns):
         name = self._names[start:self._ends[index]].decode()
         reason, scope, kind, group = (self._words[i] if i >= 0 else None for i in self._labels[4 * index:4 * index + 4])
         if reason is None:
-            reason = f"{self._sizes[index]} elements, {group}"
+            reason = sized_reason(self._sizes[index], group)
         return SkippedRecord(name, reason, self._bytes[index], scope, kind, group)
 
     def groups(self, names: int | None = None) -> list[SkipGroup]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from olive_bf16_pass import lean_onnx as onnx
 
 __all__ = [
-    "ATTRIBUTE_FIELDS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "bind_uses", "constant_value",
+    "ATTRIBUTE_FIELDS", "DEFAULT_DOMAINS", "Definition", "Scope", "Skeleton", "Use", "bind_uses", "constant_definition",
+    "constant_value",
     "definitions", "iter_tensors", "names_in", "scopes", "settle_attributes",
 ]
 
@@ -213,6 +214,15 @@ def constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return None
 
 
+def constant_definition(node: onnx.NodeProto) -> tuple[str, onnx.TensorProto] | None:
+    """The name and value a Constant node defines; None when it defines no data (another op, no
+    output name, no ``value`` tensor)."""
+    if node.op_type != "Constant" or not node.output or not node.output[0]:
+        return None
+    value = constant_value(node)
+    return None if value is None else (node.output[0], value)
+
+
 def definitions(all_scopes: list[Scope]) -> list[Definition]:
     """Every initializer and Constant value, scope by scope in node order, their uses not bound
     (``bind_uses``). Selection makes only the definitions its rules leave, as this does."""
@@ -222,10 +232,10 @@ def definitions(all_scopes: list[Scope]) -> list[Definition]:
         for place, tensor in enumerate(scope.initializers):
             add(Definition(tensor.name, tensor, scope, size=math.prod(tensor.dims), index=place))
         for index, node in enumerate(scope.body.node):
-            if node.op_type == "Constant" and node.output and node.output[0]:
-                value = constant_value(node)
-                if value is not None:
-                    add(Definition(node.output[0], value, scope, node, size=math.prod(value.dims), index=index))
+            defined = constant_definition(node)
+            if defined is not None:
+                name, value = defined
+                add(Definition(name, value, scope, node, size=math.prod(value.dims), index=index))
     return found
 
 
@@ -268,8 +278,9 @@ def bind_uses(all_scopes: list[Scope], candidates: list[Definition]) -> None:
                     definition.uses.append(Use(scope, node, position))
             if nested:
                 seen(node.output)
-            if node.op_type == "Constant" and node.output and node.output[0] and constant_value(node) is not None:
-                name = node.output[0]
+            defined = constant_definition(node)
+            if defined is not None:
+                name = defined[0]
                 data[name] = mine.get((key, True, index), _SHADOW)
                 names.add(name)
 

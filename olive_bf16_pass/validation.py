@@ -79,9 +79,9 @@ def _output_hashes(nodes) -> np.ndarray | None:
     for index in np.flatnonzero(first == 0).tolist():  # no output, several, or an empty name
         for name in nodes[index].output:
             if name:
-                if hash(name) == 0:
-                    return None
                 more.append(hash(name))
+                if more[-1] == 0:
+                    return None
     return np.concatenate([first[first != 0], np.array(more, np.int64)])
 
 

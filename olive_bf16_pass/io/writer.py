@@ -180,7 +180,8 @@ def _write_pieces(
 ) -> tuple[Path, bool]:
     """The temporary .onnx written from ``pieces``; and whether it is ``source``'s bytes again (False without one)."""
     out, tmp = destination.new_temporary("", created)
-    with out, _opened(source) as opened:
+    # the source is closed before anything is renamed: an in-place conversion replaces it (Windows refuses an open file)
+    with out, open(source, "rb") if source is not None else contextlib.nullcontext() as opened:
         same = _Comparison(source, opened, streamer)
         target = Output(tmp)
         try:
@@ -244,17 +245,6 @@ class _Comparison:
 
 
 _COMPARED = 1 << 20
-
-
-@contextlib.contextmanager
-def _opened(file: Path | None):
-    """``file`` open for reading (None: none), closed before anything is renamed: an in-place conversion
-    replaces it, which Windows refuses while it is open."""
-    if file is None:
-        yield None
-        return
-    with open(file, "rb") as opened:
-        yield opened
 
 
 # --- external data ---------------------------------------------------------------------------

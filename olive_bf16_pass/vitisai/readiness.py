@@ -203,7 +203,7 @@ def _input_types(feeds: list[onnx.ValueInfoProto], warn) -> None:
 
 def _weights(source: SourceModel, plan: Plan, ops: Counter, block) -> None:
     fp16 = [k.definition.name for k in plan.kept if k.kind is KeepKind.OTHER_DTYPE
-            and k.definition.tensor.data_type == onnx.TensorProto.FLOAT16] if _FLOAT16 in plan.tensor_counts else []
+            and k.definition.tensor.data_type == _FLOAT16] if _FLOAT16 in plan.tensor_counts else []
     if fp16 and not any("float16" in r for r in plan.refusals):
         block(Finding("float16_weights", f"{len(fp16)} float16 weights ({', '.join(fp16[:3])}) are mixed in: "
                                          "no AMD BF16 sample mixes FP16 and BF16. Convert from the FP32 export "
