@@ -33,15 +33,21 @@ _PORTABLE = (
 )
 _LOAD_SAVE = "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])"
 OURS, CP, LOAD_SAVE = "olive-bf16 convert + sync", "cp + sync", "onnx.load + onnx.save + sync"
+PROBE, START_UP = "ours, one-pass C kernel (probe) + sync", "start-up: python + our imports (probe)"
+# what a conversion imports, on the portable path, converting nothing
+_IMPORTS = ("import sys; sys.path.insert(0, {tests!r}); import no_posix; no_posix.strip(); "
+            "import olive_bf16_pass.cli, olive_bf16_pass.convert")
 
 
 def _quote(text) -> str:
     return "'" + str(text).replace("'", "'\\''") + "'"
 
 
-def _synced(cmd: list[str], out: Path) -> list[str]:
+def _synced(cmd: list[str], out: Path | None) -> list[str]:
     """``cmd`` then ``sync`` of ``out`` and its external data (``out.data``), as one process tree (sh),
-    so the wall time holds both."""
+    so the wall time holds both; ``cmd`` alone for a command that writes nothing."""
+    if out is None:
+        return cmd
     quoted = " ".join(map(_quote, cmd))
     return ["sh", "-c", f"{quoted} && sync {_quote(out)} && if [ -e {_quote(out)}.data ]; then sync {_quote(out)}.data; fi"]
 
@@ -52,9 +58,11 @@ def _data_files(src: Path) -> list[Path]:
     return [data] if data.exists() else []
 
 
-def commands(src: Path, work: Path, load_save: bool = True, baseline: Path | None = None) -> dict[str, tuple]:
-    """{label: (command, its output, its working folder)}. ``baseline``: a folder holding another
-    ``olive_bf16_pass`` (an earlier version), run as a row of its own for before/after in one call."""
+def commands(src: Path, work: Path, load_save: bool = True, baseline: Path | None = None,
+             probe_library: Path | None = None) -> dict[str, tuple]:
+    """{label: (command, its output or None, its working folder)}. ``baseline``: a folder holding another
+    ``olive_bf16_pass`` (an earlier version), run as a row of its own for before/after in one call.
+    ``probe_library``: the built probe kernel (benchmarks/probe.py): the two probe rows."""
     py = sys.executable
     ours = work / "ours.onnx"
     portable = [py, "-c", _PORTABLE.format(tests=str(REPO / "tests"))]
@@ -69,6 +77,11 @@ def commands(src: Path, work: Path, load_save: bool = True, baseline: Path | Non
         copy = ["sh", "-c", (f"cp {_quote(src)} {_quote(work / 'copy.onnx')} && cp {_quote(data)} "
                              f"{_quote(work / 'copy.onnx.data')}")]
     found[CP] = (copy, work / "copy.onnx", REPO)
+    if probe_library is not None:
+        probed = work / "probe.onnx"
+        found[PROBE] = ([py, "-m", "benchmarks.probe", str(probe_library), "convert", str(src), str(probed), "-q",
+                         *external], probed, REPO)
+        found[START_UP] = ([py, "-c", _IMPORTS.format(tests=str(REPO / "tests"))], None, REPO)
     if load_save:
         found[LOAD_SAVE] = ([py, "-c", _LOAD_SAVE, str(src), str(work / "saved.onnx")], work / "saved.onnx", REPO)
     return found
@@ -82,7 +95,7 @@ def _warm(path: Path) -> None:
 
 
 def measure(src: Path, work: Path, pairs: int, load_save: bool = True, log=None,
-            baseline: Path | None = None) -> dict[str, list]:
+            baseline: Path | None = None, probe_library: Path | None = None) -> dict[str, list]:
     """{command: [Measured per round]}, the commands alternating in each round.
 
     Each round starts one command later in the list (a rotation), so no command always follows the same
@@ -91,14 +104,20 @@ def measure(src: Path, work: Path, pairs: int, load_save: bool = True, log=None,
     without load + save gave 23%)."""
     work.mkdir(parents=True, exist_ok=True)
     _warm(src)
-    rows = commands(src, work, load_save, baseline)
+    rows = commands(src, work, load_save, baseline, probe_library)
+    if probe_library is not None:  # a probe that writes other bytes would time something else
+        from benchmarks.probe import check_same
+
+        (ours, ours_out, _), (probed, probe_out, _) = rows[OURS], rows[PROBE]
+        at, probe_at = ours.index(str(ours_out)), probed.index(str(probe_out))
+        check_same(ours[:at], probed[:probe_at], [a for a in ours[at + 1:] if a != "-q"], work, REPO)
     figures: dict[str, list] = {label: [] for label in rows}
     try:
         labels = list(rows)
         for r in range(pairs):
             for label in labels[r % len(labels):] + labels[: r % len(labels)]:
                 cmd, out, cwd = rows[label]
-                for stale in work.glob(out.name + "*"):
+                for stale in work.glob(out.name + "*") if out is not None else []:
                     stale.unlink()
                 measured = run_measured(_synced(cmd, out), work / "log.txt", cwd=cwd, timeout_s=900, interval=0.005)
                 if not measured.ok:
@@ -156,19 +175,28 @@ def main(argv=None) -> int:
                                                     "external-data model is converted to external data")
     ap.add_argument("--pairs", type=int, default=9, help="alternating rounds (default 9)")
     ap.add_argument("--no-load-save", action="store_true", help="only ours and cp + sync")
+    ap.add_argument("--probes", action="store_true", help="two more rows: start-up alone, and ours with a one-pass "
+                                                          "C kernel (benchmarks/probe.py; needs a C compiler)")
     ap.add_argument("--out", default=str(REPO / "bench-out"))
     ap.add_argument("--baseline", type=Path, help="a folder holding an earlier olive_bf16_pass: one more row, for "
                                                    "before/after figures in one call")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    rows = []
+    rows, library = [], None
+    if args.probes:
+        from benchmarks.probe import build
+
+        library, why = build(out / "probe")
+        if library is None:
+            print(f"no probe rows: {why}", file=sys.stderr)
     for name in [m for m in args.models.split(",") if m]:
         if name not in MODELS and name != "bce_ext":
             ap.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}, bce_ext")
         ensure_built(["bce" if name == "bce_ext" else name], out)  # bce builds bce_ext too
         src = model_path(out, name)
         figures = measure(src, out / "runs" / "floor", args.pairs, not args.no_load_save,
-                          log=lambda m: print(m, file=sys.stderr, flush=True), baseline=args.baseline)
+                          log=lambda m: print(m, file=sys.stderr, flush=True), baseline=args.baseline,
+                          probe_library=library)
         rows += table_rows(name, src, figures)
     print(render(rows))
     return 0
