@@ -51,7 +51,7 @@ def text_feeds(model_path, tokenizer: str, corpus: str | None = None, limit: int
     """The corpus (the shipped one by default) tokenized for the model; texts sorted by length so that
     each batch pads little."""
     from olive_bf16_pass.evaluation.corpus import load_corpus
-    from olive_bf16_pass.evaluation.sessions import Io, encode, load_tokenizer
+    from olive_bf16_pass.evaluation.inputs import Io, encode, load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     texts = load_corpus(corpus, limit=limit)

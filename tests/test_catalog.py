@@ -149,7 +149,7 @@ def test_layout_and_olive_recipe_format(entry):
 def test_the_model_card_reaches_the_export_and_the_evaluator(entry):
     """Hugging Face name, loader, pooling, prefixes: as the info.yml (the model card) says."""
     from olive_bf16_pass.evaluation.corpus import load_corpus
-    from olive_bf16_pass.evaluation.sessions import resolve_path_spec
+    from olive_bf16_pass.evaluation.inputs import resolve_path_spec
 
     card, recipe = entry.model, entry.load()
     model = recipe["input_model"]

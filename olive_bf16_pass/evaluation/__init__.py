@@ -1,4 +1,5 @@
-"""Evaluation without Olive: agreement metrics, the corpus, where a model ran, ONNX Runtime sessions.
+"""Evaluation without Olive: agreement metrics, the corpus, the models' inputs, where a model ran,
+ONNX Runtime sessions.
 
 numpy and ONNX Runtime code only; it never imports Olive. The Olive evaluators
 (``olive_bf16_pass.olive.evaluators``) adapt it. This file imports nothing, so that importing a

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from olive.hardware.accelerator import Device
     from olive.model import OliveModelHandler
 
-    from olive_bf16_pass.evaluation.sessions import Io
+    from olive_bf16_pass.evaluation.inputs import Io
 
 __all__ = ["FidelityEvaluator"]
 
@@ -144,7 +144,7 @@ class FidelityEvaluator(OliveEvaluator):
 
     def _evaluate(self, model, source: str, device, execution_providers) -> dict[str, float]:
         """The models on the same inputs, then the figures, where the BF16 one ran, latency, size."""
-        from olive_bf16_pass.evaluation import figures, sessions
+        from olive_bf16_pass.evaluation import figures, inputs, sessions
         from olive_bf16_pass.evaluation.sessions import REFERENCE_PROVIDER
 
         tokenizer = self._tokenizer(model)
@@ -152,7 +152,7 @@ class FidelityEvaluator(OliveEvaluator):
         target, self._provider, self._probe = self._target_session(model, device, execution_providers)
         reference = sessions.reference_session(source)
         io = self._io(target)
-        feeds, sizes = sessions.feeds(tokenizer, io, self.max_length, self.batch_size, texts, pairs)
+        feeds, sizes = inputs.feeds(tokenizer, io, self.max_length, self.batch_size, texts, pairs)
         logger.info(
             "%s: %d inputs through the BF16 model on %s and the FP32 source %s on %s (output %r)%s",
             type(self).__name__, len(texts), self._provider, source, REFERENCE_PROVIDER, self._output_name(target),
@@ -185,13 +185,13 @@ class FidelityEvaluator(OliveEvaluator):
 
     def _baseline(self, model, device, execution_providers) -> dict[str, float]:
         """The FP32 model alone, on the target EP: latency, size, placement (no self-comparison)."""
-        from olive_bf16_pass.evaluation import sessions
+        from olive_bf16_pass.evaluation import inputs, sessions
 
         tokenizer = self._tokenizer(model)
         texts, pairs = self._inputs()
         target, self._provider, self._probe = self._target_session(model, device, execution_providers)
         io = self._io(target)
-        feeds, _ = sessions.feeds(tokenizer, io, self.max_length, 1, texts[:1], None if pairs is None else pairs[:1])
+        feeds, _ = inputs.feeds(tokenizer, io, self.max_length, 1, texts[:1], None if pairs is None else pairs[:1])
         target.run(None, feeds[0])
         results = dict(self._probe.metrics(self.min_ep_op_share))  # ends profiling: before the timed runs
         results.update(self._latency([target], tokenizer, io, texts, pairs))
@@ -222,7 +222,7 @@ class FidelityEvaluator(OliveEvaluator):
 
     def _source_path(self, model) -> str | None:
         """The FP32 model to compare with, or None where the model is that FP32 model (the baseline)."""
-        from olive_bf16_pass.evaluation import sessions
+        from olive_bf16_pass.evaluation import inputs, sessions
         from olive_bf16_pass.olive.attributes import bf16_tensors
 
         source = self.reference_model or source_model_path(model)
@@ -238,7 +238,7 @@ class FidelityEvaluator(OliveEvaluator):
                 f" carries no record of OnnxFloatToBFloat16 (metadata {RECORD_KEY!r}) to name it. Evaluate the"
                 " output of OnnxFloatToBFloat16, or set the evaluator's 'reference_model' to the FP32 model."
             )
-        source = sessions.resolve_path_spec(str(source))
+        source = inputs.resolve_path_spec(str(source))
         if not Path(source).exists():
             raise EvaluationError(
                 f"the FP32 reference model {source} does not exist (was the Olive cache cleaned?); set the"
@@ -255,13 +255,13 @@ class FidelityEvaluator(OliveEvaluator):
         return source
 
     def _tokenizer(self, model):
-        from olive_bf16_pass.evaluation import sessions
+        from olive_bf16_pass.evaluation import inputs
 
         attrs = getattr(model, "model_attributes", None) or {}
-        return sessions.load_tokenizer(self.tokenizer or attrs.get("_name_or_path"), type(self).__name__)
+        return inputs.load_tokenizer(self.tokenizer or attrs.get("_name_or_path"), type(self).__name__)
 
     def _io(self, session) -> Io:
-        from olive_bf16_pass.evaluation.sessions import Io
+        from olive_bf16_pass.evaluation.inputs import Io
 
         return Io(session, self.input_names)
 
@@ -280,17 +280,17 @@ class FidelityEvaluator(OliveEvaluator):
 
     def _latency(self, sessions_, tokenizer, io: Io, texts, pairs=None) -> dict[str, float]:
         """p50/p90 in ms of one inference of one input; [reference, target] take turns over the first inputs."""
-        from olive_bf16_pass.evaluation import sessions
+        from olive_bf16_pass.evaluation import inputs, sessions
 
         n = min(LATENCY_INPUTS, len(texts))
-        feeds, _ = sessions.feeds(tokenizer, io, self.max_length, 1, texts[:n], None if pairs is None else pairs[:n])
+        feeds, _ = inputs.feeds(tokenizer, io, self.max_length, 1, texts[:n], None if pairs is None else pairs[:n])
         return sessions.latency_figures(sessions.interleaved_latency(sessions_, feeds, self.latency_runs, self.warmup_runs))
 
     def _texts(self) -> list[str]:
-        from olive_bf16_pass.evaluation import sessions
+        from olive_bf16_pass.evaluation import inputs
         from olive_bf16_pass.evaluation.corpus import load_corpus
 
-        corpus = self.corpus and sessions.resolve_path_spec(str(self.corpus))
+        corpus = self.corpus and inputs.resolve_path_spec(str(self.corpus))
         return load_corpus(corpus, self.languages, self.corpus_limit)
 
 

@@ -1,4 +1,4 @@
-"""Inputs, timing and provider messages of the evaluators' ONNX Runtime sessions."""
+"""Timing and provider messages of the evaluators' ONNX Runtime sessions."""
 
 from __future__ import annotations
 
@@ -36,24 +36,6 @@ def test_latency_runs_alternate_between_the_models_on_the_same_inputs():
 def test_latency_without_inputs_is_an_error():
     with pytest.raises(EvaluationError, match="no input"):
         sessions.interleaved_latency([], [], runs=3)
-
-
-def test_resolve_path_spec(tmp_path):
-    assert sessions.resolve_path_spec(str(tmp_path)) == str(tmp_path)
-    assert sessions.resolve_path_spec("os.path:sep") == __import__("os").path.sep
-    with pytest.raises(EvaluationError, match="cannot resolve"):
-        sessions.resolve_path_spec("no_such_module_here:f")
-
-
-def test_feeds_pad_a_short_last_batch_to_a_static_batch(static_encoder_pair, tokenizer_dir):
-    import onnxruntime as ort
-
-    fp32, _ = static_encoder_pair  # batch 1, sequence 32
-    io = sessions.Io(ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]))
-    tokenizer = sessions.load_tokenizer(str(tokenizer_dir))
-    feeds, sizes = sessions.feeds(tokenizer, io, None, 8, ["a", "b c", "d"])
-    assert sizes == [1, 1, 1] and all(f["input_ids"].shape == (1, 32) for f in feeds)
-    assert set(feeds[0]) == {"input_ids", "attention_mask", "token_type_ids"}
 
 
 def test_missing_provider_message_names_what_to_do():

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from olive_bf16_pass.evaluation import figures, sessions
+from olive_bf16_pass.evaluation import figures, inputs, sessions
 from olive_bf16_pass.evaluation.metrics import MISCOMPILE_RATIO
 from olive_bf16_pass.olive import evaluators as ev
 from olive_bf16_pass.olive import gate
@@ -193,7 +193,7 @@ def _texts_fed(monkeypatch, tokenizer_dir, evaluate) -> list[str]:
     monkeypatch.setattr(sessions, "target_session",
                         lambda *a, **k: (lambda s, *rest: (_Fed(s, seen), *rest))(*target(*a, **k)))
     result = evaluate()
-    tokenizer = sessions.load_tokenizer(str(tokenizer_dir))
+    tokenizer = inputs.load_tokenizer(str(tokenizer_dir))
     return result, [tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") for ids in seen]  # 'query :'
 
 
