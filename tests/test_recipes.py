@@ -294,7 +294,7 @@ def test_no_recipe_cleans_olives_cache():
 def test_the_parameter_table_in_the_recipes_readme_is_the_generated_one():
     import re
 
-    from olive_bf16_pass.olive.passes import parameter_table
+    from olive_bf16_pass.olive.pass_config import parameter_table
 
     text = (RECIPES / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- parameters:begin -->\n(.*)<!-- parameters:end -->", text, re.S).group(1)

@@ -33,8 +33,9 @@ HEAVY = {
     "olive_bf16_pass.convert", "olive_bf16_pass.traversal", "olive_bf16_pass.selection", "olive_bf16_pass.graph",
     "olive_bf16_pass.io", "olive_bf16_pass.io.source", "olive_bf16_pass.io.streamer", "olive_bf16_pass.io.wire",
     "olive_bf16_pass.io.writer", "olive_bf16_pass.checking", "olive_bf16_pass.rounding", "olive_bf16_pass.report",
-    "olive_bf16_pass.options", "olive_bf16_pass.olive.passes", "olive_bf16_pass.vitisai.cache_key",
-    "olive_bf16_pass.evaluation.agreement", "olive_bf16_pass.evaluation.sessions", "olive_bf16_pass.evaluation.inputs", "olive_bf16_pass.evaluation.probe",
+    "olive_bf16_pass.options", "olive_bf16_pass.olive.passes", "olive_bf16_pass.olive.pass_config",
+    "olive_bf16_pass.vitisai.cache_key", "olive_bf16_pass.evaluation.agreement", "olive_bf16_pass.evaluation.sessions",
+    "olive_bf16_pass.evaluation.inputs", "olive_bf16_pass.evaluation.probe",
     "olive_bf16_pass.evaluation.placement", "olive_bf16_pass.evaluation.corpus", "olive_bf16_pass.evaluation.table",
     "olive_bf16_pass.evaluation.thresholds", "olive_bf16_pass.olive.gate",
 }
