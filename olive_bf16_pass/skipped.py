@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from olive_bf16_pass.columns import Columns
-from olive_bf16_pass.dtypes import expected_nbytes
+from olive_bf16_pass.dtypes import expected_nbytes, type_nbytes
 from olive_bf16_pass.kept import KeepKind, sized_reason
 
 if TYPE_CHECKING:
@@ -41,17 +41,20 @@ class SkippedRecord:
 class SkippedRecords(Columns):
     """``SkippedRecord``s held as columns, made when read; ``of`` builds them from a plan's kept tensors.
 
-    Names are held as their UTF-8 bytes end to end, and the words shared by many records (reason,
-    scope, kind, group) once each, with a number per record: 100,000 records in about 3 MB."""
+    Names are held as their UTF-8 bytes end to end, each record's sentence as a number for a word held
+    once, and what many records share (scope, kind, group, data type) as a number for that combination:
+    100,000 records in about 3 MB."""
 
     def __init__(self):
         self._names = bytearray()
         self._ends = array("q")  # where each name's bytes end
         self._sizes = array("q")
-        self._bytes = array("q")
-        self._labels = array("l")  # 4 per record: reason (-1: "N elements, {group}"), scope, kind, group
+        self._reasons = array("i")  # a word (-1: "N elements, {group}", worded when read: it names the size)
+        self._shared = array("i")  # a combination: (scope, kind, group, data type); a model has a handful
         self._words: list[str] = []
         self._word_places: dict[str, int] = {}
+        self._combinations: list[tuple[str, str, str, int]] = []
+        self._combination_places: dict[tuple[str, str, str, int], int] = {}
 
     def _word(self, text: str) -> int:
         place = self._word_places.get(text)
@@ -60,18 +63,24 @@ class SkippedRecords(Columns):
             self._words.append(text)
         return place
 
+    def _combination(self, shared: tuple[str, str, str, int]) -> int:
+        place = self._combination_places.get(shared)
+        if place is None:
+            place = self._combination_places[shared] = len(self._combinations)
+            self._combinations.append(shared)
+        return place
+
     @classmethod
     def of(cls, kept: Iterable[Kept]) -> SkippedRecords:
         records = cls()
-        names, ends, word = records._names, records._ends, records._word
+        names, ends, sizes, reasons, shared = records._names, records._ends, records._sizes, records._reasons, records._shared
         for k in kept:
             d = k.definition
             names += d.name.encode()
             ends.append(len(names))
-            records._sizes.append(d.size)
-            records._bytes.append(expected_nbytes(d.tensor, d.size) or 0)
-            reason = -1 if k.kind is KeepKind.TOO_SMALL else word(k.reason)  # worded when read: it names the size
-            records._labels.extend((reason, word(d.scope.label), word(k.kind.key), word(k.group)))
+            sizes.append(d.size)
+            reasons.append(-1 if k.kind is KeepKind.TOO_SMALL else records._word(k.reason))
+            shared.append(records._combination((d.scope.label, k.kind.key, k.group, d.tensor.data_type)))
         return records
 
     def __len__(self) -> int:
@@ -80,25 +89,27 @@ class SkippedRecords(Columns):
     def _record(self, index: int) -> SkippedRecord:
         start = self._ends[index - 1] if index else 0
         name = self._names[start:self._ends[index]].decode()
-        reason, scope, kind, group = (self._words[i] if i >= 0 else None for i in self._labels[4 * index:4 * index + 4])
-        if reason is None:
-            reason = sized_reason(self._sizes[index], group)
-        return SkippedRecord(name, reason, self._bytes[index], scope, kind, group)
+        scope, kind, group, data_type = self._combinations[self._shared[index]]
+        size, reason = self._sizes[index], self._reasons[index]
+        reason = sized_reason(size, group) if reason < 0 else self._words[reason]
+        return SkippedRecord(name, reason, type_nbytes(data_type, size) or 0, scope, kind, group)
 
     def groups(self, names: int | None = None) -> list[SkipGroup]:
         """``group_skipped`` of these records, read from the columns (a record is made only for a group's
         reason when it is the record's own words)."""
-        groups: dict[tuple[int, int], SkipGroup] = {}
-        labels = self._labels
+        groups: dict[tuple[str, str], SkipGroup] = {}
         for index in range(len(self)):
-            reason, _, kind, group = labels[4 * index:4 * index + 4]
-            words = group if self._words[group] else reason  # a group of no words: each record's own
-            key = (kind, words)
-            found = groups.get(key)
+            _, kind, group, data_type = self._combinations[self._shared[index]]
+            if group:
+                words = group
+            else:  # a group of no words: each record's own
+                reason = self._reasons[index]
+                words = self._words[reason] if reason >= 0 else self[index].reason
+            found = groups.get((kind, words))
             if found is None:
-                found = groups[key] = SkipGroup(self._words[words] if words >= 0 else self[index].reason)
+                found = groups[(kind, words)] = SkipGroup(words)
             found.count += 1
-            found.bytes += self._bytes[index]
+            found.bytes += type_nbytes(data_type, self._sizes[index]) or 0
             if names is None or len(found.names) < names:
                 found.names.append(self[index].name)
         return list(groups.values())

@@ -3,7 +3,10 @@
 A model whose weights stay on disk until written cannot go through ``SerializeToString``: each
 message that holds such a tensor is taken apart, field by field, down to the tensor, whose
 header and raw_data tag are written around the streamed bytes. Everything else serializes in one
-protobuf call per message.
+protobuf call per message, except a repeated field of more than ``LONG_FIELD`` messages (100,000
+nodes, say): a :class:`Batches` piece, serialized a batch at a time as it is written, since one
+call would hold the field's bytes twice at once (protobuf's buffer and the copy it returns). A
+model with nothing to stream but such a field is taken apart down to it the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from olive_bf16_pass.protowire import len_field
 from olive_bf16_pass.traversal import iter_tensors, scopes
 from olive_bf16_pass.validation import is_repeated
 
-__all__ = ["clear_external", "pieces"]
+__all__ = ["LONG_FIELD", "Batches", "clear_external", "pieces"]
 
 # message type -> its fields that may hold tensors still on disk; the rest serialize as they are
 def _fields(kind, *names):
@@ -38,6 +41,39 @@ _CONTAINERS = {
 }
 
 
+# more messages than this in one repeated field: serialized in batches of this many (about 250 KB of nodes)
+LONG_FIELD = 4096
+
+
+class Batches:
+    """The bytes of a long repeated message field, made a batch at a time when iterated: each batch is a
+    message of the field's owner type holding only those items, whose bytes are exactly the field's
+    bytes for them. ``nbytes`` takes one pass, which keeps no batch; writing takes another."""
+
+    def __init__(self, owner: type, name: str, items):
+        self.owner, self.name, self.items = owner, name, items
+        self.nbytes = sum(len(part) for part in self)
+
+    def __iter__(self):
+        for start in range(0, len(self.items), LONG_FIELD):
+            part = self.owner()
+            getattr(part, self.name).extend(self.items[start:start + LONG_FIELD])
+            yield part.SerializeToString()
+
+
+def _long_fields(message) -> set[int]:
+    """The numbers of ``message``'s repeated message fields longer than LONG_FIELD."""
+    return {d.number for d in message.DESCRIPTOR.fields
+            if d.type == d.TYPE_MESSAGE and is_repeated(d) and len(getattr(message, d.name)) > LONG_FIELD}
+
+
+def _is_long(message) -> bool:
+    """Whether a message with nothing to stream is taken apart: a long field in it, or in a model's graph."""
+    if type(message) is onnx.ModelProto:
+        return message.HasField("graph") and bool(_long_fields(message.graph))
+    return type(message) in (onnx.GraphProto, onnx.FunctionProto) and bool(_long_fields(message))
+
+
 def pieces(
     model: onnx.ModelProto,
     streamer: Streamer,
@@ -45,7 +81,8 @@ def pieces(
     written: frozenset[int] = frozenset(),
     all_scopes: list | None = None,
 ) -> tuple[list, int]:
-    """The model serialized as bytes, with tensors to stream between them; and its total size.
+    """The model serialized as bytes (and :class:`Batches`), with tensors to stream between them; and its
+    total size.
 
     Only the messages that hold a tensor still on disk are taken apart: a graph's nodes or
     initializers, when none of them holds one, serialize in one protobuf call. Each tensor on
@@ -122,6 +159,10 @@ class _Serializer:
                 return len(head) + nbytes
             return _in_order(header, out, {field: lambda parts: (parts.extend(data), len(data[0]) + nbytes)[1]})
         fields = self.hot_fields.get(id(message))
+        if not fields and _is_long(message):  # nothing to stream, but too long for one call
+            graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+            whole = {graph: lambda parts: self._items(graph, [message.graph], parts)} if type(message) is onnx.ModelProto else {}
+            return _in_order(message, out, whole)
         if not fields:
             data = message.SerializeToString()
             out.append(data)
@@ -163,10 +204,12 @@ def _after_raw_data(tensor: onnx.TensorProto) -> bool:
 def _in_order(message, out: list, hot: dict) -> int:
     """``message`` serialized as protobuf does it (fields by number, then unknown fields), except that
     each field numbered in ``hot`` is written by its function (``hot[number](out) -> bytes added``),
-    whether or not the message has it set. Runs of other fields serialize in one call each."""
+    whether or not the message has it set. Runs of other fields serialize in one call each, and a
+    repeated message field longer than LONG_FIELD as :class:`Batches`."""
     total = 0
     run: list = []
     pending = sorted(hot)
+    long = _long_fields(message)
 
     def flush() -> None:
         nonlocal total, run
@@ -185,6 +228,12 @@ def _in_order(message, out: list, hot: dict) -> int:
             flush()
             total += hot[pending.pop(0)](out)
         if number in hot:
+            continue
+        if number in long:
+            flush()
+            batches = Batches(type(message), descriptor.name, value)
+            out.append(batches)
+            total += batches.nbytes
             continue
         run.append((descriptor, value))
     while pending:

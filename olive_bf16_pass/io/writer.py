@@ -185,19 +185,19 @@ def _write_pieces(
         same = _Comparison(source, opened, streamer)
         target = Output(tmp)
         try:
-            position, pending = 0, []  # consecutive small pieces (small tensors too) go out in one write
+            position, pending, held = 0, [], 0  # consecutive small pieces (small tensors too) go out in one write
 
             def write_pending() -> None:
-                nonlocal position, pending
+                nonlocal position, pending, held
                 small = [i for i, piece in enumerate(pending) if isinstance(piece, tuple)]
                 located = [(pending[i][0].name, streamer.locate(pending[i][0]), pending[i][1]) for i in small]
                 for i, data in zip(small, streamer.small_located(located)):
                     pending[i] = data
                 data = b"".join(pending)
                 target.pwrite(data, position)
-                position, pending = position + len(data), []
+                position, pending, held = position + len(data), [], 0
 
-            for piece in pieces:
+            for piece in _expanded(pieces):
                 same.add(piece)
                 if isinstance(piece, tuple) and piece[2] > SMALL_BYTES:
                     if pending:
@@ -207,7 +207,8 @@ def _write_pieces(
                     position += nbytes
                     continue
                 pending.append(piece)
-                if len(pending) >= 4096:
+                held += piece[2] if isinstance(piece, tuple) else len(piece)
+                if len(pending) >= 4096 or held >= _HELD:
                     write_pending()
             if pending:
                 write_pending()
@@ -217,6 +218,18 @@ def _write_pieces(
             target.close()
         os.fsync(out.fileno())
     return tmp, same.holds
+
+
+_HELD = 1 << 20  # bytes of small pieces gathered for one write
+
+
+def _expanded(pieces):
+    """The pieces, each :class:`~olive_bf16_pass.io.serializer.Batches` as its batches, made as they are written."""
+    for piece in pieces:
+        if isinstance(piece, serializer.Batches):
+            yield from piece
+        else:
+            yield piece
 
 
 class _Comparison:
