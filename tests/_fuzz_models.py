@@ -627,15 +627,15 @@ def reading_as(forms: dict):
     """Read tensor bytes the way ``forms`` says (file_forms' chunk_bytes and mapped)."""
     from unittest import mock
 
-    from olive_bf16_pass.io import source, streamer, writer
+    from olive_bf16_pass.io import positional, source, streamer
 
     with contextlib.ExitStack() as stack:
         if forms.get("chunk_bytes"):
             stack.enter_context(mock.patch.object(streamer, "CHUNK_BYTES", forms["chunk_bytes"]))
             stack.enter_context(mock.patch.object(source, "INLINE_LIMIT", 16))  # tensors of 4 floats up stay on disk
-            stack.enter_context(mock.patch.object(writer, "SMALL_BYTES", 0))  # and are read in chunks, not batches
+            stack.enter_context(mock.patch.object(streamer, "SMALL_BYTES", 0))  # and are read in chunks, not batches
         if not forms.get("mapped", True):
-            stack.enter_context(mock.patch.object(streamer.Handles, "mapped", lambda *args: None))
+            stack.enter_context(mock.patch.object(positional.Handles, "mapped", lambda *args: None))
         yield
 
 

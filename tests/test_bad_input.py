@@ -33,7 +33,7 @@ from _fuzz_models import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_bf16_pass.io import streamer
+from olive_bf16_pass.io import positional
 from olive_bf16_pass.io.destination import Destination
 from olive_bf16_pass.cli import main
 from olive_bf16_pass.errors import ConversionError
@@ -360,7 +360,7 @@ class _FillsUp:
 def _fill_up(monkeypatch, room, on_temp=None):
     """Make every write of the converter, buffered or positional, draw on one small disk."""
     disk = _Disk(room)
-    real_temp, real_pwrite = Destination.new_temporary, streamer.Output.pwrite
+    real_temp, real_pwrite = Destination.new_temporary, positional.Output.pwrite
 
     def temp_beside(*args):
         f, path = real_temp(*args)
@@ -373,7 +373,7 @@ def _fill_up(monkeypatch, room, on_temp=None):
         return real_pwrite(self, data, at)
 
     monkeypatch.setattr(Destination, "new_temporary", temp_beside)
-    monkeypatch.setattr(streamer.Output, "pwrite", pwrite)
+    monkeypatch.setattr(positional.Output, "pwrite", pwrite)
 
 
 @pytest.mark.parametrize("room", [0, 100, 4000], ids=["at-once", "in-header", "in-data"])

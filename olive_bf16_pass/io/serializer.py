@@ -160,9 +160,11 @@ class _Serializer:
             return _in_order(header, out, {field: lambda parts: (parts.extend(data), len(data[0]) + nbytes)[1]})
         fields = self.hot_fields.get(id(message))
         if not fields and _is_long(message):  # nothing to stream, but too long for one call
-            graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
-            whole = {graph: lambda parts: self._items(graph, [message.graph], parts)} if type(message) is onnx.ModelProto else {}
-            return _in_order(message, out, whole)
+            into = {}  # a model: its graph taken apart in turn; a graph or function: its long fields batched
+            if type(message) is onnx.ModelProto:
+                graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+                into[graph] = lambda parts: self._items(graph, [message.graph], parts)
+            return _in_order(message, out, into)
         if not fields:
             data = message.SerializeToString()
             out.append(data)

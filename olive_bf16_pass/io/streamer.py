@@ -1,10 +1,9 @@
 """Chunked, portable positional read -> round -> write of tensor bytes.
 
 Every output offset is known before anything is written, so each chunk is an independent task:
-positional read, conversion, positional write. Two workers run them, keeping both cores busy
-(file I/O and numpy loops release the GIL); chunk buffers come from a small ring, and a slot is
-reused only once its task is done. Positional I/O uses one file handle per thread, so it runs
-the same on Windows, which has no positional pread/pwrite calls.
+positional read, conversion, positional write (positional.py: the same on Windows, which has no
+pread/pwrite). Two workers run them, keeping both cores busy (file I/O and numpy loops release
+the GIL); chunk buffers come from a small ring, and a slot is reused only once its task is done.
 
 A chunk is read through a read-only map of its part of the file, closed when the chunk is done:
 numpy reads the page cache in place, where a read() copies every byte into a buffer first (in
@@ -15,7 +14,6 @@ mapped is read into the slot's buffer instead.
 from __future__ import annotations
 
 import mmap
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +24,7 @@ import numpy as np
 
 from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
+from olive_bf16_pass.io.positional import Handles, MemoryOutput, Output
 from olive_bf16_pass.rounding import RoundingStats, float32_to_bfloat16_bits, round_segments
 
 _HALVES = onnx.TensorProto.BFLOAT16  # a conversion into this type writes half the bytes it reads
@@ -34,7 +33,7 @@ _HALVES = onnx.TensorProto.BFLOAT16  # a conversion into this type writes half t
 def _halves(conversion: Conversion | None) -> bool:
     return conversion is not None and conversion.tensor.data_type == _HALVES
 
-__all__ = ["CHUNK_BYTES", "SMALL_BYTES", "Conversion", "Handles", "MemoryOutput", "Output", "Progress", "Streamer"]
+__all__ = ["CHUNK_BYTES", "SMALL_BYTES", "Conversion", "Progress", "Streamer"]
 
 CHUNK_BYTES = 16 << 20
 # Tensors up to this size are read (and rounded) in the caller's thread, in batches: a worker task
@@ -52,130 +51,6 @@ class Conversion:
 
     tensor: onnx.TensorProto
     stats: RoundingStats = field(default_factory=RoundingStats)
-
-
-class Handles:
-    """Positional I/O that runs everywhere: one unbuffered file object per (thread, file).
-
-    ``seek`` + ``readinto``/``write`` on a handle no other thread uses is as positional as
-    POSIX pread/pwrite, which Windows lacks, and measured as fast on 16 MB chunks.
-    """
-
-    def __init__(self, mode: str):
-        self._mode = mode
-        self._open: dict[tuple[int, Path], object] = {}
-        self._lock = threading.Lock()
-
-    def _get(self, path: Path):
-        key = (threading.get_ident(), path)
-        handle = self._open.get(key)
-        if handle is None:
-            handle = open(path, self._mode, buffering=0)  # noqa: SIM115 - closed by close()
-            with self._lock:
-                self._open[key] = handle
-        return handle
-
-    def read_into(self, path: Path, view: memoryview, offset: int) -> int:
-        """Fill ``view`` from ``offset``; return the bytes read (fewer only at the end of the file)."""
-        handle = self._get(path)
-        handle.seek(offset)
-        filled = 0
-        while filled < len(view):
-            got = handle.readinto(view[filled:])
-            if not got:
-                break
-            filled += got
-        return filled
-
-    def mapped(self, path: Path, offset: int, n: int) -> mmap.mmap | None:
-        """A read-only map of ``path`` from the allocation granule holding ``offset`` to ``offset + n``,
-        or None where the file can't be mapped so (a file system without mmap, a file short of those
-        bytes): read it instead. The caller closes it; Windows can't replace a file while it is mapped."""
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        fileno = self._get(path).fileno()
-        try:
-            if os.fstat(fileno).st_size < offset + n:  # never ask for more: Windows extends a file mapped past its end
-                return None
-            return mmap.mmap(fileno, offset + n - start, access=mmap.ACCESS_READ, offset=start)
-        except (OSError, ValueError):
-            return None
-
-    def write(self, path: Path, data, at: int) -> None:
-        handle = self._get(path)
-        handle.seek(at)
-        view = memoryview(data).cast("B")
-        while len(view):
-            view = view[handle.write(view) :]
-
-    def close(self) -> None:
-        with self._lock:
-            handles, self._open = list(self._open.values()), {}
-        for handle in handles:
-            handle.close()
-
-
-class Output:
-    """Positional writes into one file, from any thread, flushed to the disk behind the writes.
-
-    The output is fsynced before it replaces anything; one fsync at the end would wait for every
-    byte at once, after the CPU work is done. So every ``SYNC_BYTES`` written, a flusher thread
-    starts an fsync of what is written so far (os.fsync: FlushFileBuffers on Windows) while the
-    workers go on, and the final fsync finds little left to write."""
-
-    SYNC_BYTES = 64 << 20
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._handles = Handles("r+b")
-        self._lock = threading.Lock()
-        self._unsynced = 0
-        self._flusher: ThreadPoolExecutor | None = None
-        self._syncing: Future | None = None
-        self._failed: OSError | None = None
-
-    def pwrite(self, data, at: int) -> None:
-        self._handles.write(self.path, data, at)
-        with self._lock:
-            self._unsynced += memoryview(data).nbytes
-            if self._unsynced < self.SYNC_BYTES or (self._syncing is not None and not self._syncing.done()):
-                return
-            self._unsynced = 0
-            if self._flusher is None:
-                self._flusher = ThreadPoolExecutor(1, thread_name_prefix="olive-bf16-sync")
-            self._syncing = self._flusher.submit(self._fsync)
-
-    def _fsync(self) -> None:
-        try:
-            with open(self.path, "r+b") as handle:  # Windows flushes only a handle that may write
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            self._failed = self._failed or exc
-
-    def close(self) -> None:
-        """Wait for the flusher; a background fsync that failed fails the output (Linux forgets a
-        write error once fsync has reported it, so the final fsync alone could pass)."""
-        try:
-            if self._flusher is not None:
-                self._flusher.shutdown(wait=True)
-                self._flusher = None
-            if self._failed is not None:
-                raise self._failed
-        finally:
-            self._handles.close()
-
-
-class MemoryOutput(Output):
-    """Positional writes into memory, for the few tensors that must be in memory."""
-
-    def __init__(self, size: int):
-        self.data = bytearray(size)
-
-    def pwrite(self, data, at: int) -> None:
-        view = memoryview(data).cast("B")
-        self.data[at : at + len(view)] = view
-
-    def close(self) -> None:
-        pass
 
 
 class Streamer:
@@ -199,6 +74,11 @@ class Streamer:
         self.done = 0
         self.total = 0
         self.progress: Progress | None = None
+
+    def batched(self, nbytes: int) -> bool:
+        """Whether a tensor of ``nbytes`` is read with others in the caller's thread (``small_located``)
+        rather than by the workers (``copy``)."""
+        return nbytes <= SMALL_BYTES
 
     def out_nbytes(self, tensor: onnx.TensorProto, conversion: Conversion | None) -> int:
         length = self.locate(tensor)[2]

@@ -20,9 +20,11 @@ from olive_bf16_pass import lean_onnx as onnx
 from olive_bf16_pass.errors import ConversionError
 from olive_bf16_pass.io import serializer
 from olive_bf16_pass.io.destination import Destination, default_data_name
+from olive_bf16_pass.io.model_file import write_pieces
+from olive_bf16_pass.io.positional import Output
 from olive_bf16_pass.io.serializer import clear_external
 from olive_bf16_pass.io.source import location_parts
-from olive_bf16_pass.io.streamer import SMALL_BYTES, Conversion, Output, Streamer
+from olive_bf16_pass.io.streamer import Conversion, Streamer
 from olive_bf16_pass.io.wire import verbatim_field
 from olive_bf16_pass.traversal import Skeleton, iter_tensors
 
@@ -150,7 +152,7 @@ def stage_model(
                 external = ExternalDataSpec()
             else:
                 same_size = source is not None and size == source.stat().st_size
-                tmp, unchanged = _write_pieces(pieces, destination, streamer, created, source if same_size else None)
+                tmp, unchanged = write_pieces(pieces, destination, streamer, created, source if same_size else None)
                 temps.append((tmp, dst))
             del pieces
         if external is not None:
@@ -173,91 +175,6 @@ def _remove(temporaries: list[Path]) -> None:
             tmp.unlink(missing_ok=True)
         except OSError as exc:  # Windows: still open elsewhere; say so rather than hide the real error
             logger.warning("could not remove the temporary %s (%s); delete it by hand.", tmp, exc.strerror)
-
-
-def _write_pieces(
-    pieces: list, destination: Destination, streamer: Streamer, created: list[Path], source: Path | None = None
-) -> tuple[Path, bool]:
-    """The temporary .onnx written from ``pieces``; and whether it is ``source``'s bytes again (False without one)."""
-    out, tmp = destination.new_temporary("", created)
-    # the source is closed before anything is renamed: an in-place conversion replaces it (Windows refuses an open file)
-    with out, open(source, "rb") if source is not None else contextlib.nullcontext() as opened:
-        same = _Comparison(source, opened, streamer)
-        target = Output(tmp)
-        try:
-            position, pending, held = 0, [], 0  # consecutive small pieces (small tensors too) go out in one write
-
-            def write_pending() -> None:
-                nonlocal position, pending, held
-                small = [i for i, piece in enumerate(pending) if isinstance(piece, tuple)]
-                located = [(pending[i][0].name, streamer.locate(pending[i][0]), pending[i][1]) for i in small]
-                for i, data in zip(small, streamer.small_located(located)):
-                    pending[i] = data
-                data = b"".join(pending)
-                target.pwrite(data, position)
-                position, pending, held = position + len(data), [], 0
-
-            for piece in _expanded(pieces):
-                same.add(piece)
-                if isinstance(piece, tuple) and piece[2] > SMALL_BYTES:
-                    if pending:
-                        write_pending()
-                    tensor, conversion, nbytes = piece
-                    streamer.copy(tensor, target, position, conversion)
-                    position += nbytes
-                    continue
-                pending.append(piece)
-                held += piece[2] if isinstance(piece, tuple) else len(piece)
-                if len(pending) >= 4096 or held >= _HELD:
-                    write_pending()
-            if pending:
-                write_pending()
-            streamer.flush()
-        finally:
-            streamer.drain()  # no chunk may still be written when the file closes
-            target.close()
-        os.fsync(out.fileno())
-    return tmp, same.holds
-
-
-_HELD = 1 << 20  # bytes of small pieces gathered for one write
-
-
-def _expanded(pieces):
-    """The pieces, each :class:`~olive_bf16_pass.io.serializer.Batches` as its batches, made as they are written."""
-    for piece in pieces:
-        if isinstance(piece, serializer.Batches):
-            yield from piece
-        else:
-            yield piece
-
-
-class _Comparison:
-    """Whether pieces, written one after another, give ``source``'s bytes (``file``: it, open): each
-    tensor streamed as it was from ``source`` at the very place it lands, every other piece equal to
-    ``source``'s bytes there (read a MiB at a time: a map would add the file to the process's memory)."""
-
-    def __init__(self, source: Path | None, file, streamer: Streamer):
-        self.source, self.file, self.streamer = source, file, streamer
-        self.holds, self.at = file is not None, 0
-
-    def add(self, piece) -> None:
-        if not self.holds:
-            return
-        if isinstance(piece, tuple):
-            tensor, conversion, nbytes = piece
-            file, offset, length = self.streamer.locate(tensor)
-            self.holds = conversion is None and length == nbytes and offset == self.at and file == self.source
-        else:
-            nbytes = len(piece)
-            self.file.seek(self.at)
-            view = memoryview(piece)
-            self.holds = all(self.file.read(len(part)) == part
-                             for part in (view[i:i + _COMPARED] for i in range(0, nbytes, _COMPARED)))
-        self.at += nbytes
-
-
-_COMPARED = 1 << 20
 
 
 # --- external data ---------------------------------------------------------------------------
@@ -310,7 +227,7 @@ def _write_with_external_data(
                     if nbytes < threshold or (not on_disk and not tensor.HasField("raw_data")):
                         continue  # stays in the .onnx: streamed there if it is on disk
                     offset += -offset % _ALIGN  # the gap is a hole: reads as zeros
-                    if on_disk and nbytes <= SMALL_BYTES:  # located now: the message is repointed below
+                    if on_disk and streamer.batched(nbytes):  # located now: the message is repointed below
                         small.append((offset, (tensor.name, streamer.locate(tensor), conversion)))
                         if len(small) >= 4096:
                             write_small()
@@ -334,4 +251,4 @@ def _write_with_external_data(
         os.fsync(data_out.fileno())
     # what stays in the .onnx (small tensors, attribute tensors) streams there from its source
     pieces, _ = serializer.pieces(model, streamer, conversions, frozenset(written), all_scopes)
-    return [(data_tmp, data), (_write_pieces(pieces, destination, streamer, created)[0], dst)]
+    return [(data_tmp, data), (write_pieces(pieces, destination, streamer, created)[0], dst)]

@@ -30,7 +30,8 @@ from olive_bf16_pass.io.destination import Destination
 
 TESTS = Path(__file__).parent.parent
 PACKAGE = TESTS.parent / "olive_bf16_pass"
-CORE_TESTS = ["io/test_source.py", "io/test_portable.py", "test_convert.py", "test_bad_input.py", "test_graph.py", "test_identity.py"]
+CORE_TESTS = ["io/test_source.py", "io/test_positional.py", "io/test_portable.py", "test_convert.py", "test_bad_input.py",
+              "test_graph.py", "test_identity.py"]
 
 
 def _env(**extra) -> dict:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from olive_bf16_pass.convert import convert_file
-from olive_bf16_pass.io import serializer, writer
+from olive_bf16_pass.io import model_file, serializer
 from olive_bf16_pass.options import ConversionOptions
 
 
@@ -35,7 +35,7 @@ def _chain(n: int) -> onnx.ModelProto:
 
 
 def _bytes(pieces) -> list[bytes]:
-    return list(writer._expanded(pieces))
+    return list(model_file.expanded(pieces))
 
 
 def test_a_model_with_a_long_field_is_written_in_batches_of_protobufs_own_bytes(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import embedding_mlp, save
 from olive_bf16_pass import ConversionOptions, convert_file
-from olive_bf16_pass.io import streamer
+from olive_bf16_pass.io import positional, streamer
 
 
 def _big_model(tmp_path):
@@ -28,7 +28,7 @@ def test_output_is_synced_behind_the_writes_and_the_bytes_are_the_same(tmp_path,
         calls.append(threading.current_thread().name)
         return real_fsync(fd)
 
-    monkeypatch.setattr(streamer.Output, "SYNC_BYTES", 256 << 10)
+    monkeypatch.setattr(positional.Output, "SYNC_BYTES", 256 << 10)
     monkeypatch.setattr(streamer, "CHUNK_BYTES", 512 << 10)  # many chunks, so many writes
     monkeypatch.setattr(os, "fsync", counting_fsync)
     report = convert_file(src, tmp_path / "out.onnx", ConversionOptions())
@@ -50,7 +50,7 @@ def test_a_failed_background_sync_fails_the_conversion_and_leaves_nothing(tmp_pa
             raise OSError(errno.EIO, "Input/output error")
         return real_fsync(fd)
 
-    monkeypatch.setattr(streamer.Output, "SYNC_BYTES", 256 << 10)
+    monkeypatch.setattr(positional.Output, "SYNC_BYTES", 256 << 10)
     monkeypatch.setattr(streamer, "CHUNK_BYTES", 512 << 10)
     monkeypatch.setattr(os, "fsync", failing_in_background)
     with pytest.raises(OSError) as caught:
@@ -63,14 +63,14 @@ def test_a_failed_background_sync_fails_the_conversion_and_leaves_nothing(tmp_pa
 
 def _recording_maps(monkeypatch) -> list:
     maps: list = []
-    real = streamer.Handles.mapped
+    real = positional.Handles.mapped
 
     def recording(self, path, offset, n):
         mapping = real(self, path, offset, n)
         maps.append(mapping)
         return mapping
 
-    monkeypatch.setattr(streamer.Handles, "mapped", recording)
+    monkeypatch.setattr(positional.Handles, "mapped", recording)
     return maps
 
 
@@ -94,13 +94,13 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(tmp_path, monkeypatch):
     convert_file(src, tmp_path / "ref.onnx", ConversionOptions())
 
     class NoMaps:  # a file system without mmap: the call fails with ENODEV
-        ALLOCATIONGRANULARITY, ACCESS_READ = streamer.mmap.ALLOCATIONGRANULARITY, streamer.mmap.ACCESS_READ
+        ALLOCATIONGRANULARITY, ACCESS_READ = positional.mmap.ALLOCATIONGRANULARITY, positional.mmap.ACCESS_READ
 
         @staticmethod
         def mmap(*args, **kwargs):
             raise OSError(errno.ENODEV, "No such device")
 
-    monkeypatch.setattr(streamer, "mmap", NoMaps)
+    monkeypatch.setattr(positional, "mmap", NoMaps)
     monkeypatch.setattr(streamer, "CHUNK_BYTES", 512 << 10)
     convert_file(src, tmp_path / "out.onnx", ConversionOptions())
     assert (tmp_path / "out.onnx").read_bytes() == (tmp_path / "ref.onnx").read_bytes()
@@ -120,21 +120,3 @@ def test_a_chunk_that_fails_while_its_map_is_in_use_raises_its_own_error(tmp_pat
         convert_file(src, tmp_path / "out.onnx", ConversionOptions())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
     assert src.read_bytes() == before
-
-
-def test_a_map_is_never_asked_past_the_end_of_the_file(tmp_path):
-    """Windows extends a file that is mapped past its end (when the handle may write): a short file is
-    read instead, and the read says it ended early; the file is left as it was."""
-    data = tmp_path / "data.bin"
-    data.write_bytes(bytes(range(256)) * 300)  # 76,800 bytes: past one 64 KiB granule
-    handles = streamer.Handles("rb")
-    try:
-        whole = handles.mapped(data, 70_000, 6_800)
-        skip = 70_000 % streamer.mmap.ALLOCATIONGRANULARITY  # the map starts at the granule below
-        assert whole is not None and whole[skip : skip + 6_800] == data.read_bytes()[70_000:]
-        whole.close()
-        assert handles.mapped(data, 70_000, 6_801) is None
-        assert handles.mapped(data, 76_800, 1) is None
-    finally:
-        handles.close()
-    assert data.stat().st_size == 76_800

@@ -190,7 +190,6 @@ def test_small_tensors_read_in_batches_give_the_bytes_and_figures_of_the_chunked
     outputs = {}
     for label, small in (("workers", 0), ("batched", 1 << 30)):
         monkeypatch.setattr(streamer, "SMALL_BYTES", small)
-        monkeypatch.setattr(writer, "SMALL_BYTES", small)
         folder = tmp_path / label
         folder.mkdir()
         report = convert_file(src, folder / "out.onnx", options, save_as_external_data=external_out)
@@ -207,8 +206,8 @@ def test_small_tensors_read_in_batches_give_the_bytes_and_figures_of_the_chunked
 
 
 def test_the_no_op_comparison_reads_every_byte_and_every_place(tmp_path):
-    """writer._Comparison: pieces give the source's bytes only when each lands where the source has it."""
-    from olive_bf16_pass.io.writer import _Comparison
+    """model_file.Comparison: pieces give the source's bytes only when each lands where the source has it."""
+    from olive_bf16_pass.io.model_file import Comparison
 
     data = bytes(range(256)) * 12_000  # 3 MB: pieces span the 1 MiB reads
     source = tmp_path / "m.onnx"
@@ -224,7 +223,7 @@ def test_the_no_op_comparison_reads_every_byte_and_every_place(tmp_path):
 
     def holds(pieces, at=1_500_000):
         with open(source, "rb") as f:
-            same = _Comparison(source, f, Streamer(at))
+            same = Comparison(source, f, Streamer(at))
             for piece in pieces:
                 same.add(piece)
             return same.holds
@@ -236,4 +235,4 @@ def test_the_no_op_comparison_reads_every_byte_and_every_place(tmp_path):
     assert not holds([data[:1_500_000], (tensor, None, 1000), bytes(changed[1_501_000:])])
     assert not holds(whole, at=1_499_999)  # the tensor's bytes from elsewhere in the file
     assert not holds([data[:1_500_000], (tensor, "a conversion", 1000), data[1_501_000:]])
-    assert not _Comparison(None, None, Streamer(0)).holds  # nothing to compare with: not the same
+    assert not Comparison(None, None, Streamer(0)).holds  # nothing to compare with: not the same
