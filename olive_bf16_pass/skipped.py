@@ -51,24 +51,8 @@ class SkippedRecords(Columns):
         self._sizes = array("q")
         self._reasons = array("i")  # a word (-1: "N elements, {group}", worded when read: it names the size)
         self._shared = array("i")  # a combination: (scope, kind, group, data type); a model has a handful
-        self._words: list[str] = []
-        self._word_places: dict[str, int] = {}
-        self._combinations: list[tuple[str, str, str, int]] = []
-        self._combination_places: dict[tuple[str, str, str, int], int] = {}
-
-    def _word(self, text: str) -> int:
-        place = self._word_places.get(text)
-        if place is None:
-            place = self._word_places[text] = len(self._words)
-            self._words.append(text)
-        return place
-
-    def _combination(self, shared: tuple[str, str, str, int]) -> int:
-        place = self._combination_places.get(shared)
-        if place is None:
-            place = self._combination_places[shared] = len(self._combinations)
-            self._combinations.append(shared)
-        return place
+        self._words = _Numbered()
+        self._combinations = _Numbered()
 
     @classmethod
     def of(cls, kept: Iterable[Kept]) -> SkippedRecords:
@@ -79,8 +63,8 @@ class SkippedRecords(Columns):
             names += d.name.encode()
             ends.append(len(names))
             sizes.append(d.size)
-            reasons.append(-1 if k.kind is KeepKind.TOO_SMALL else records._word(k.reason))
-            shared.append(records._combination((d.scope.label, k.kind.key, k.group, d.tensor.data_type)))
+            reasons.append(-1 if k.kind is KeepKind.TOO_SMALL else records._words.number(k.reason))
+            shared.append(records._combinations.number((d.scope.label, k.kind.key, k.group, d.tensor.data_type)))
         return records
 
     def __len__(self) -> int:
@@ -116,6 +100,21 @@ class SkippedRecords(Columns):
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
+
+
+class _Numbered(list):
+    """Values held once each, numbered in the order first seen."""
+
+    def __init__(self):
+        super().__init__()
+        self._numbers: dict = {}
+
+    def number(self, value) -> int:
+        found = self._numbers.get(value)
+        if found is None:
+            found = self._numbers[value] = len(self)
+            self.append(value)
+        return found
 
 
 @dataclass

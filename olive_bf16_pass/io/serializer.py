@@ -6,7 +6,7 @@ header and raw_data tag are written around the streamed bytes. Everything else s
 protobuf call per message, except a repeated field of more than ``LONG_FIELD`` messages (100,000
 nodes, say): a :class:`Batches` piece, serialized a batch at a time as it is written, since one
 call would hold the field's bytes twice at once (protobuf's buffer and the copy it returns). A
-model with nothing to stream but such a field is taken apart down to it the same way.
+graph or function with such a field is taken apart like one that holds a tensor to stream.
 """
 
 from __future__ import annotations
@@ -67,12 +67,6 @@ def _long_fields(message) -> set[int]:
             if d.type == d.TYPE_MESSAGE and is_repeated(d) and len(getattr(message, d.name)) > LONG_FIELD}
 
 
-def _is_long(message) -> bool:
-    """Whether a message with nothing to stream is taken apart: a long field in it, or in a model's graph."""
-    if type(message) is onnx.ModelProto:
-        return message.HasField("graph") and bool(_long_fields(message.graph))
-    return type(message) in (onnx.GraphProto, onnx.FunctionProto) and bool(_long_fields(message))
-
 
 def pieces(
     model: onnx.ModelProto,
@@ -101,16 +95,17 @@ class _Serializer:
             id(t): t for t in iter_tensors(model, self.scopes)
             if t.data_location == onnx.TensorProto.EXTERNAL and id(t) not in written
         }
-        self.hot: dict[int, object] = {}  # id -> message that holds a tensor to stream
-        self.hot_fields: dict[int, set[str]] = {}  # id(message) -> its fields to take apart
-        for scope in reversed(self.scopes if self.streamed else ()):  # children first
+        self.hot: dict[int, object] = {}  # id -> message to take apart: it holds a tensor to stream or a long field
+        self.hot_fields: dict[int, set[str]] = {}  # id(message) -> its fields to take apart (long ones: batched)
+        for scope in reversed(self.scopes):  # children first
             body, fields = scope.body, set()
-            if any(id(t) in self.streamed for t in scope.initializers):
-                fields.add("initializer")
-            for node in body.node:
-                if self._node_is_hot(node):
-                    fields.add("node")
-            if fields:
+            if self.streamed:
+                if any(id(t) in self.streamed for t in scope.initializers):
+                    fields.add("initializer")
+                for node in body.node:
+                    if self._node_is_hot(node):
+                        fields.add("node")
+            if fields or _long_fields(body):  # a long field alone: taken apart so that _in_order batches it
                 self._mark(body, fields)
         if id(model.graph) in self.hot:
             self._mark(model, {"graph"} | ({"functions"} if any(id(f) in self.hot for f in model.functions) else set()))
@@ -159,13 +154,7 @@ class _Serializer:
                 return len(head) + nbytes
             return _in_order(header, out, {field: lambda parts: (parts.extend(data), len(data[0]) + nbytes)[1]})
         fields = self.hot_fields.get(id(message))
-        if not fields and _is_long(message):  # nothing to stream, but too long for one call
-            into = {}  # a model: its graph taken apart in turn; a graph or function: its long fields batched
-            if type(message) is onnx.ModelProto:
-                graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
-                into[graph] = lambda parts: self._items(graph, [message.graph], parts)
-            return _in_order(message, out, into)
-        if not fields:
+        if fields is None:
             data = message.SerializeToString()
             out.append(data)
             return len(data)
